@@ -1,0 +1,89 @@
+"""Global settings, stored in the `settings` table with typed defaults.
+
+Every tunable the SPEC names lives here once (caps, windows, retries), so code
+never spreads the literals and operators change them with `automail settings set`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from automail.models import Setting
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    default: Any
+    help: str
+
+
+SETTINGS: dict[str, SettingSpec] = {
+    "mail_server_stopped": SettingSpec(False, "A4: when true nothing is sent, whatever the DAGs"),
+    "send_cap_per_run": SettingSpec(30000, "B7: most mails one send run sends; the rest are held"),
+    "send_batch_size": SettingSpec(500, "F3: mails per mapped send task"),
+    "max_retries": SettingSpec(4, "A8: retries after the first failed try, then error"),
+    "retry_backoff_seconds": SettingSpec(
+        [60, 300, 900, 3600], "A8: wait before retry n (last value repeats)"
+    ),
+    "lease_seconds": SettingSpec(600, "F3: a claim lapses after this; in-flight mails are held"),
+    "lookback_order_confirmation_minutes": SettingSpec(7 * 24 * 60, "A3: 1 week"),
+    "lookback_shipping_notice_minutes": SettingSpec(7 * 24 * 60, "A3: 1 week"),
+    "lookback_follow_up_minutes": SettingSpec(92 * 24 * 60, "A3: 3 months"),
+    "follow_up_delay_minutes": SettingSpec(7 * 24 * 60, "A3: follow-up due after shipment"),
+    "domain_rate_per_minute": SettingSpec(0, "per recipient domain per run-minute; 0 = off"),
+    "history_limit": SettingSpec(1000, "A9: newest N mails in send history"),
+    "campaign_min_lead_minutes": SettingSpec(3, "C1: schedule at least this far ahead"),
+    "campaign_cancel_lock_minutes": SettingSpec(30, "C6: no cancel this close to send time"),
+    "campaign_stop_error_rate": SettingSpec(0.10, "C7: stop above this error rate"),
+    "campaign_stop_min_sends": SettingSpec(50, "C7: ... once this many were tried"),
+    "invalid_after_failures": SettingSpec(3, "E3: consecutive failures that invalidate"),
+    "public_base_url": SettingSpec("http://localhost:8080", "base of unsubscribe links"),
+}
+
+
+class UnknownSetting(KeyError):
+    def __str__(self) -> str:
+        return f"unknown setting {self.args[0]!r}; known: {', '.join(sorted(SETTINGS))}"
+
+
+def get(session: Session, key: str) -> Any:
+    if key not in SETTINGS:
+        raise UnknownSetting(key)
+    raw = session.scalar(select(Setting.value).where(Setting.key == key))
+    return SETTINGS[key].default if raw is None else json.loads(raw)
+
+
+def put(session: Session, key: str, value: Any, actor: str = "system") -> None:
+    """Store a setting; the type must match the default's (bool stays bool...)."""
+    spec = SETTINGS.get(key)
+    if spec is None:
+        raise UnknownSetting(key)
+    expected = type(spec.default)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ValueError(
+            f"setting {key!r}: value {value!r} is a {type(value).__name__}, "
+            f"expected {expected.__name__}"
+        )
+    row = session.get(Setting, key)
+    if row is None:
+        session.add(Setting(key=key, value=json.dumps(value), updated_by=actor))
+    else:
+        row.value, row.updated_by = json.dumps(value), actor
+    session.flush()
+
+
+def parse_cli_value(key: str, text: str) -> Any:
+    """Turn `automail settings set KEY TEXT` input into the setting's type."""
+    if key not in SETTINGS:
+        raise UnknownSetting(key)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
