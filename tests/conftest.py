@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
 from automail import migrate
 from automail.db import make_engine, session_factory
 from automail.models import Base
 from automail.smtp_sink import SmtpSink
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
 
 PG_URL = os.environ.get(
     "AUTOMAIL_TEST_PG_URL", "postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_test"

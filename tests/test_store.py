@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import func, inspect, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
 from automail import migrate, settings
 from automail.db import make_engine
 from automail.models import Base, Customer, Mail, Order, Shipment, Shop, Template
 from automail.sample_data import BAD_ADDRESSES, make_customer, make_shop, seed_demo
-from sqlalchemy import func, inspect, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 
 def _mail(shop: Shop, source_key: str, **kw) -> Mail:

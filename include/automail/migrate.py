@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
 from automail.db import make_engine, resolve_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")

@@ -11,14 +11,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from automail.states import (
-    ATTEMPT_OUTCOMES,
-    CAMPAIGN_STATUSES,
-    DELIVERY_MODES,
-    DEVICES,
-    MAIL_KINDS,
-    MAIL_STATUSES,
-)
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -37,6 +29,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+from automail.states import (
+    ATTEMPT_OUTCOMES,
+    CAMPAIGN_STATUSES,
+    DELIVERY_MODES,
+    DEVICES,
+    MAIL_KINDS,
+    MAIL_STATUSES,
+)
 
 # Stable constraint names so alembic migrations can drop/alter them on both stores.
 NAMING = {
@@ -196,6 +197,8 @@ class ShopMailKind(Base):
     enabled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     # Set once the first run after switching on has covered the lookback window.
     lookback_done_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # Events before this are covered without gaps: a run after a pause starts here.
+    covered_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
 
 class Template(Base):
@@ -291,6 +294,7 @@ class Mail(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(100))
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     bounce_outcome: Mapped[str | None] = mapped_column(String(8))  # hard/soft after a DSN (E1)
+    created_by: Mapped[str | None] = mapped_column(String(250))  # DAG run id or staff actor
 
     attempts: Mapped[list[SendAttempt]] = relationship(order_by="SendAttempt.id")
     events: Mapped[list[MailEvent]] = relationship(order_by="MailEvent.id")

@@ -11,9 +11,10 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from automail.models import Customer, Order, OrderLine, Shipment, Shop
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
+
+from automail.models import Customer, Order, OrderLine, Shipment, Shop
 
 FAMILY = [
     "佐藤",

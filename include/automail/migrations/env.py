@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+
 from automail.db import make_engine, resolve_url
 from automail.models import Base
 

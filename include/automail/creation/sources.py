@@ -1,0 +1,133 @@
+"""Streaming the orders/shipments a creation window covers, in keyset-paginated chunks.
+
+Each chunk is a fresh query continuing after the last (time, id) seen, so memory
+stays flat however many orders a window holds, and no server-side cursor has to
+stay open across the inserts. Rows that already have their mail are filtered out
+in SQL (anti-join on the idempotency key), so reruns cost a scan, not a re-render.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from types import SimpleNamespace
+
+from sqlalchemy import String, and_, cast, exists, literal, select, tuple_
+from sqlalchemy.orm import Session
+
+from automail.models import Customer, Mail, Order, OrderLine, Shipment
+from automail.states import ORDER_CONFIRMATION
+
+CUSTOMER_COLS = ("id", "name", "email", "prefecture", "coupon_code")
+ORDER_COLS = (
+    "id",
+    "order_number",
+    "ordered_at",
+    "purchase_count",
+    "subtotal",
+    "shipping_fee",
+    "tax",
+    "total",
+    "payment_method",
+    "ship_to_name",
+    "ship_to_address",
+)
+SHIPMENT_COLS = ("id", "carrier", "tracking_number", "confirmed_at")
+
+
+@dataclass(frozen=True)
+class SourceRow:
+    """One event that wants a mail: its key, and plain objects for the template."""
+
+    source_key: str
+    customer: SimpleNamespace
+    order: SimpleNamespace
+    shipment: SimpleNamespace | None
+    lines: list[SimpleNamespace]
+
+
+def source_key(kind: str, order_id: int, shipment_id: int | None) -> str:
+    return f"order:{order_id}" if kind == ORDER_CONFIRMATION else f"shipment:{shipment_id}"
+
+
+def _columns(model: type, names: tuple[str, ...], prefix: str) -> list:
+    return [getattr(model, n).label(f"{prefix}{n}") for n in names]
+
+
+def _pick(row: object, names: tuple[str, ...], prefix: str) -> SimpleNamespace:
+    return SimpleNamespace(**{n: getattr(row, f"{prefix}{n}") for n in names})
+
+
+def stream_sources(
+    session: Session, shop_id: int, kind: str, lower: datetime, upper: datetime, chunk_size: int
+) -> Iterator[list[SourceRow]]:
+    by_order = kind == ORDER_CONFIRMATION
+    time_col = Order.ordered_at if by_order else Shipment.confirmed_at
+    id_col = Order.id if by_order else Shipment.id
+    key_expr = literal("order:" if by_order else "shipment:") + cast(id_col, String)
+    has_mail = exists().where(
+        and_(Mail.shop_id == shop_id, Mail.kind == kind, Mail.source_key == key_expr)
+    )
+    cols = [
+        time_col.label("t"),
+        id_col.label("k"),
+        *_columns(Order, ORDER_COLS, "o_"),
+        *_columns(Customer, CUSTOMER_COLS, "c_"),
+    ]
+    query = select(*cols).select_from(Order).join(Customer, Customer.id == Order.customer_id)
+    if not by_order:
+        cols += _columns(Shipment, SHIPMENT_COLS, "s_")
+        query = (
+            select(*cols)
+            .select_from(Shipment)
+            .join(Order, Order.id == Shipment.order_id)
+            .join(Customer, Customer.id == Order.customer_id)
+        )
+    query = (
+        query.where(Order.shop_id == shop_id, time_col >= lower, time_col < upper, ~has_mail)
+        .order_by(time_col, id_col)
+        .limit(chunk_size)
+    )
+
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = query if after is None else query.where(tuple_(time_col, id_col) > after)
+        rows = session.execute(page).all()
+        if not rows:
+            return
+        after = (rows[-1].t, rows[-1].k)
+        lines = _lines_for(session, [r.o_id for r in rows])
+        yield [
+            SourceRow(
+                source_key=source_key(kind, r.o_id, None if by_order else r.s_id),
+                customer=_pick(r, CUSTOMER_COLS, "c_"),
+                order=_pick(r, ORDER_COLS, "o_"),
+                shipment=None if by_order else _pick(r, SHIPMENT_COLS, "s_"),
+                lines=lines.get(r.o_id, []),
+            )
+            for r in rows
+        ]
+        if len(rows) < chunk_size:
+            return
+
+
+def _lines_for(session: Session, order_ids: list[int]) -> dict[int, list[SimpleNamespace]]:
+    grouped: dict[int, list[SimpleNamespace]] = defaultdict(list)
+    stmt = (
+        select(
+            OrderLine.order_id,
+            OrderLine.sku,
+            OrderLine.name,
+            OrderLine.quantity,
+            OrderLine.unit_price,
+        )
+        .where(OrderLine.order_id.in_(order_ids))
+        .order_by(OrderLine.order_id, OrderLine.id)
+    )
+    for r in session.execute(stmt):
+        grouped[r.order_id].append(
+            SimpleNamespace(sku=r.sku, name=r.name, quantity=r.quantity, unit_price=r.unit_price)
+        )
+    return grouped
