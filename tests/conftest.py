@@ -9,6 +9,9 @@ that is a failure: CI must test the production store.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +24,15 @@ from automail import migrate
 from automail.db import make_engine, session_factory
 from automail.models import Base
 from automail.smtp_sink import SmtpSink
+
+# One Airflow home for the whole test process, set before anything imports airflow
+# (its config is read once, at import). DAG tests share it via the `airflow_db` fixture.
+REPO = Path(__file__).resolve().parents[1]
+os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="automail-airflow-"))
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(REPO / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(REPO / "plugins")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("AUTOMAIL_SECRET_KEY", "test-secret-key")
 
 PG_URL = os.environ.get(
     "AUTOMAIL_TEST_PG_URL", "postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_test"
@@ -117,6 +129,18 @@ def session(engine: Engine) -> Iterator[Session]:
     yield s
     s.rollback()
     s.close()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> str:
+    """Airflow's metadata DB (SQLite in AIRFLOW_HOME), migrated once per test session."""
+    subprocess.run(
+        [sys.executable, "-m", "airflow", "db", "migrate"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
+    return os.environ["AIRFLOW_HOME"]
 
 
 @pytest.fixture

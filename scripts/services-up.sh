@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Start what the tests need on this machine: PostgreSQL on loopback and Debian's
+# Chromium for the browser test. Needs root to install; without root, says what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then
+  echo "services: not root; PostgreSQL/Chromium must already be installed and running" >&2
+  exit 0
+fi
+need=()
+command -v pg_ctlcluster >/dev/null 2>&1 || need+=(postgresql)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+if [ ${#need[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+bash scripts/postgres-up.sh
