@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
-from conftest import REPO
 from sqlalchemy import func, select
 
 from automail.creation import set_kind
 from automail.models import Mail
 from automail.rendering import install_default_templates
 from automail.sample_data import make_customer, make_order, make_shop
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _load_dag(name: str):  # noqa: ANN202

@@ -138,8 +138,9 @@ def test_two_concurrent_runs_never_duplicate(engine: Engine, session, shop) -> N
 
 def test_backfill_over_a_range_equals_one_run_over_the_union(session, shop) -> None:
     for i in range(40):
-        o = _order_at(session, shop, T - timedelta(days=3) + timedelta(hours=2 * i),
-                      email=f"b{i}@example.jp")
+        o = _order_at(
+            session, shop, T - timedelta(days=3) + timedelta(hours=2 * i), email=f"b{i}@example.jp"
+        )
         make_shipment(session, o, o.ordered_at + timedelta(hours=5))
     for kind in ("order_confirmation", "shipping_notice", "follow_up"):
         set_kind(session, shop, kind, True, now=T)
@@ -178,7 +179,9 @@ def test_manual_mode_and_switches(session, shop) -> None:
     session.commit()
     create_transactional(session, T, T + HOUR, now=T + HOUR)
     mails = session.scalars(select(Mail)).all()
-    assert [(m.kind, m.mode, m.status) for m in mails] == [("order_confirmation", "manual", "unsent")]
+    assert [(m.kind, m.mode, m.status) for m in mails] == [
+        ("order_confirmation", "manual", "unsent")
+    ]
     with pytest.raises(ValueError, match="kind: 'newsletter'"):
         set_kind(session, shop, "newsletter", True)
 
@@ -192,7 +195,9 @@ def test_deleted_mail_is_not_recreated(session, shop) -> None:
     session.commit()
     report = create_transactional(session, T - HOUR, T + 2 * HOUR, now=T + 2 * HOUR)
     assert report.total == 0
-    assert session.scalar(select(Mail.status).where(Mail.source_key == f"order:{o.id}")) == "deleted"
+    assert (
+        session.scalar(select(Mail.status).where(Mail.source_key == f"order:{o.id}")) == "deleted"
+    )
 
 
 def test_missing_template_holds_the_mail_with_a_reason(session, shop) -> None:
