@@ -1,0 +1,276 @@
+"""Search over the mail store (B2): the screen's filters, parsed from text with
+field-named errors, turned into one SQL query for the page, the count, the ids
+("select all matching") and the CSV export.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import Select, func, or_, select
+from sqlalchemy.orm import Session
+
+from automail.models import Mail, Shop
+from automail.states import KIND_LABELS, MAIL_KINDS, MAIL_STATUSES, UNSENT
+
+ALL = "all"
+SORTS = ("created_desc", "created_asc")
+MAX_PER_PAGE = 500
+DEFAULT_PER_PAGE = 50
+LIKE_ESCAPE = "\\"
+
+
+class FilterError(ValueError):
+    """Bad search input; `errors` names each field and the value that was refused."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class MailFilter:
+    """The screen's search conditions. Dates are calendar days in `tz` (the shop's zone)."""
+
+    status: str = UNSENT  # seed 000: the screen opens on 未配信
+    kind: str | None = None
+    to: str | None = None  # case-insensitive partial match
+    sent_from: date | None = None  # inclusive
+    sent_to: date | None = None  # inclusive (the whole day)
+    body: str | None = None  # partial match on text or HTML body; % and _ are literal
+    shop: str | None = None  # shop code
+    sort: str = "created_desc"
+    page: int = 1
+    per_page: int = DEFAULT_PER_PAGE
+    tz: str = "Asia/Tokyo"
+
+    def as_params(self) -> dict[str, str]:
+        """Query-string form (round-trips through `parse_filter`); empty fields left out."""
+        out: dict[str, str] = {}
+        for key, value in asdict(self).items():
+            if value is None or key == "tz":
+                continue
+            out[key] = value.isoformat() if isinstance(value, date) else str(value)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-safe form for audit records (StaffAction.detail)."""
+        params = self.as_params()
+        params.pop("page", None)
+        params.pop("per_page", None)
+        params.pop("sort", None)
+        return params
+
+
+def _text(params: Mapping[str, Any], key: str) -> str | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    value = str(value).strip()
+    return value or None
+
+
+def parse_filter(params: Mapping[str, Any], tz: str = "Asia/Tokyo") -> MailFilter:
+    """Build a MailFilter from form/query/CLI text; every bad field is reported at once."""
+    errors: list[str] = []
+    status = _text(params, "status") or UNSENT
+    if status != ALL and status not in MAIL_STATUSES:
+        errors.append(f"status: {status!r} is not one of {ALL}, {', '.join(MAIL_STATUSES)}")
+    kind = _text(params, "kind")
+    if kind in (None, ALL):
+        kind = None
+    elif kind not in MAIL_KINDS:
+        errors.append(f"kind: {kind!r} is not one of {', '.join(MAIL_KINDS)}")
+    days: dict[str, date | None] = {}
+    for key in ("sent_from", "sent_to"):
+        raw = _text(params, key)
+        days[key] = None
+        if raw is not None:
+            try:
+                days[key] = date.fromisoformat(raw)
+            except ValueError:
+                errors.append(f"{key}: {raw!r} is not a date (YYYY-MM-DD)")
+    if days["sent_from"] and days["sent_to"] and days["sent_from"] > days["sent_to"]:
+        errors.append(f"sent_to: '{days['sent_to']}' is before sent_from '{days['sent_from']}'")
+    sort = _text(params, "sort") or "created_desc"
+    if sort not in SORTS:
+        errors.append(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
+    page = _positive_int(params, "page", 1, errors)
+    per_page = _positive_int(params, "per_page", DEFAULT_PER_PAGE, errors)
+    if per_page > MAX_PER_PAGE:
+        errors.append(f"per_page: '{per_page}' is more than {MAX_PER_PAGE}")
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        errors.append(f"tz: {tz!r} is not a time zone")
+    for key in ("to", "body", "shop"):
+        raw = _text(params, key)
+        if raw is not None and ("\x00" in raw or len(raw) > 1000):
+            errors.append(f"{key}: {raw[:40]!r} is not searchable text (NUL or over 1000 chars)")
+    if errors:
+        raise FilterError(errors)
+    return MailFilter(
+        status=status,
+        kind=kind,
+        to=_text(params, "to"),
+        sent_from=days["sent_from"],
+        sent_to=days["sent_to"],
+        body=_text(params, "body"),
+        shop=_text(params, "shop"),
+        sort=sort,
+        page=page,
+        per_page=per_page,
+        tz=tz,
+    )
+
+
+def _positive_int(params: Mapping[str, Any], key: str, default: int, errors: list[str]) -> int:
+    raw = _text(params, key)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errors.append(f"{key}: {raw!r} is not a whole number")
+        return default
+    if value < 1:
+        errors.append(f"{key}: '{value}' must be 1 or more")
+        return default
+    return value
+
+
+def like_pattern(text: str) -> str:
+    """`%text%` with the user's own %, _ and the escape character taken literally."""
+    escaped = (text.replace(LIKE_ESCAPE, LIKE_ESCAPE * 2).replace("%", LIKE_ESCAPE + "%")).replace(
+        "_", LIKE_ESCAPE + "_"
+    )
+    return f"%{escaped}%"
+
+
+def day_start(day: date, tz: str) -> datetime:
+    """Midnight of `day` in zone `tz`, as an aware datetime (compared against UTC columns)."""
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(tz))
+
+
+def where_clauses(session: Session, f: MailFilter) -> list[Any]:
+    clauses: list[Any] = []
+    if f.status != ALL:
+        clauses.append(Mail.status == f.status)
+    if f.kind:
+        clauses.append(Mail.kind == f.kind)
+    if f.to:
+        clauses.append(Mail.to_address.ilike(like_pattern(f.to), escape=LIKE_ESCAPE))
+    if f.sent_from:
+        clauses.append(Mail.sent_at >= day_start(f.sent_from, f.tz))
+    if f.sent_to:
+        clauses.append(Mail.sent_at < day_start(f.sent_to + timedelta(days=1), f.tz))
+    if f.body:
+        pattern = like_pattern(f.body)
+        clauses.append(
+            or_(
+                Mail.body_text.ilike(pattern, escape=LIKE_ESCAPE),
+                Mail.body_html.ilike(pattern, escape=LIKE_ESCAPE),
+            )
+        )
+    if f.shop:
+        shop_id = session.scalar(select(Shop.id).where(Shop.code == f.shop))
+        if shop_id is None:
+            raise FilterError([f"shop: {f.shop!r} is not a shop code"])
+        clauses.append(Mail.shop_id == shop_id)
+    return clauses
+
+
+def base_query(session: Session, f: MailFilter) -> Select[Any]:
+    return select(Mail).where(*where_clauses(session, f))
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    id: int
+    created_at: datetime
+    shop: str
+    kind: str
+    kind_label: str
+    to_address: str
+    status: str
+    sent_at: datetime | None
+    subject: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    filter: MailFilter
+    total: int
+    rows: list[ResultRow]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.filter.per_page))
+
+
+def _ordering(f: MailFilter) -> tuple[Any, Any]:
+    if f.sort == "created_asc":
+        return Mail.created_at.asc(), Mail.id.asc()
+    return Mail.created_at.desc(), Mail.id.desc()
+
+
+def search(session: Session, f: MailFilter) -> SearchResult:
+    clauses = where_clauses(session, f)
+    total = session.scalar(select(func.count()).select_from(Mail).where(*clauses)) or 0
+    query = (
+        select(
+            Mail.id,
+            Mail.created_at,
+            Shop.code,
+            Mail.kind,
+            Mail.to_address,
+            Mail.status,
+            Mail.sent_at,
+            Mail.subject,
+        )
+        .join(Shop, Shop.id == Mail.shop_id)
+        .where(*clauses)
+        .order_by(*_ordering(f))
+        .limit(f.per_page)
+        .offset((f.page - 1) * f.per_page)
+    )
+    rows = [
+        ResultRow(
+            id=r[0],
+            created_at=r[1],
+            shop=r[2],
+            kind=r[3],
+            kind_label=KIND_LABELS.get(r[3], r[3]),
+            to_address=r[4],
+            status=r[5],
+            sent_at=r[6],
+            subject=r[7],
+        )
+        for r in session.execute(query)
+    ]
+    return SearchResult(filter=f, total=total, rows=rows)
+
+
+def matching_ids(
+    session: Session, f: MailFilter, statuses: tuple[str, ...] | None = None
+) -> list[int]:
+    """Every id the search matches, all pages ("select all matching the search")."""
+    query = select(Mail.id).where(*where_clauses(session, f))
+    if statuses is not None:
+        query = query.where(Mail.status.in_(statuses))
+    return list(session.scalars(query.order_by(Mail.id)))
+
+
+def with_page(f: MailFilter, page: int) -> MailFilter:
+    return replace(f, page=max(1, page))
+
+
+def local_minute(value: datetime | None, tz: str) -> str:
+    """Created/sent time to the minute in the shop's zone (seed 000: 分単位)."""
+    if value is None:
+        return ""
+    return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
