@@ -1,0 +1,127 @@
+"""RFC 3464 delivery status notifications: per-recipient fields -> BounceRecipient."""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+
+from automail.bounces.codes import (
+    find_enhanced,
+    find_smtp_code,
+    outcome_for,
+    reason_for,
+    refine_user_unknown,
+)
+from automail.bounces.mime import iter_leaves, one_line, part_text
+from automail.bounces.model import BounceRecipient
+from automail.bounces.nonstandard import segment_for
+from automail.bounces.rules import match_reason
+
+DSN_TYPES = ("message/delivery-status", "message/global-delivery-status", "text/delivery-status")
+_FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
+_ADDR_RE = re.compile(r"[^\s<>;:\"'(),\[\]]+@[A-Za-z0-9.-]+[A-Za-z0-9]")
+_RECIPIENT_KEYS = ("final-recipient", "original-recipient", "x-actual-recipient")
+# Action values that mean the message left our hands successfully.
+_SUCCESS_ACTIONS = ("delivered", "relayed", "expanded")
+
+
+def parse_fields(text: str) -> list[dict[str, str]]:
+    """Split a delivery-status body into field blocks, joining folded lines."""
+    blocks: list[dict[str, str]] = []
+    current: dict[str, str] = {}
+    last = None
+    for line in text.replace("\r", "").split("\n"):
+        if not line.strip():
+            if current:
+                blocks.append(current)
+            current, last = {}, None
+            continue
+        if line[0] in " \t" and last:
+            current[last] += " " + line.strip()
+            continue
+        m = _FIELD_RE.match(line)
+        if m:
+            last = m.group(1).lower()
+            # A repeated recipient field without a blank line starts a new recipient block.
+            if last in ("final-recipient",) and last in current:
+                blocks.append(current)
+                current = {}
+            current[last] = m.group(2).strip()
+    if current:
+        blocks.append(current)
+    return blocks
+
+
+def delivery_status_text(msg: Message) -> str:
+    return "\n\n".join(part_text(p) for p in iter_leaves(msg) if p.get_content_type() in DSN_TYPES)
+
+
+def address_of(value: str | None) -> str | None:
+    """Address from 'rfc822; <User@Example.jp>' (type prefix optional), lowercased."""
+    if not value:
+        return None
+    m = _ADDR_RE.search(value.split(";", 1)[-1]) or _ADDR_RE.search(value)
+    return m.group(0).strip(".").lower() if m else None
+
+
+def strip_diagnostic_type(value: str) -> str:
+    """'smtp; 550 5.1.1 ...' -> '550 5.1.1 ...' (the diagnostic type is noise)."""
+    head, sep, rest = value.partition(";")
+    return rest.strip() if sep and len(head) < 12 and " " not in head.strip() else value.strip()
+
+
+def recipients_from_dsn(text: str, human_text: str = "") -> list[BounceRecipient]:
+    """BounceRecipients from the delivery-status fields; human_text helps when codes are vague."""
+    blocks = [b for b in parse_fields(text) if any(k in b for k in _RECIPIENT_KEYS)]
+    addrs = [a for b in blocks for k in _RECIPIENT_KEYS if (a := address_of(b.get(k)))]
+    return [_recipient(block, human_text, addrs) for block in blocks]
+
+
+def _refined(current: str | None, candidate: str | None) -> str | None:
+    """Prefer a specific candidate code (5.1.1) over a generic one (5.0.0) of the same class."""
+    if not current:
+        return candidate
+    if candidate and not candidate.endswith(".0.0") and candidate[0] == current[0]:
+        return candidate
+    return current
+
+
+def _recipient(block: dict[str, str], human_text: str, addrs: list[str]) -> BounceRecipient:
+    recipient = (
+        address_of(block.get("original-recipient"))
+        or address_of(block.get("final-recipient"))
+        or address_of(block.get("x-actual-recipient"))
+    )
+    action = block.get("action", "").strip().lower().split(" ")[0]
+    diag = strip_diagnostic_type(block.get("diagnostic-code", ""))
+    # The remote server's own code (in the diagnostic) beats the reporting MTA's summary.
+    remote_status = find_enhanced(diag)
+    status = _refined(find_enhanced(block.get("status", "")), remote_status)
+    smtp_code = find_smtp_code(diag)
+    # Some MTAs (OpenSMTPD...) put only "5.0.0" in the fields and the real reply in the
+    # human-readable part: use the lines about this recipient there.
+    segment = segment_for(human_text, recipient, addrs)
+    if segment and smtp_code is None and not match_reason(diag):
+        status = _refined(status, find_enhanced(segment))
+        smtp_code = find_smtp_code(segment)
+        diag = diag if len(diag) > 8 else one_line(segment)
+    if action in _SUCCESS_ACTIONS or (status or "").startswith("2."):
+        return BounceRecipient(
+            recipient, "none", status, smtp_code, "delivered", one_line(diag or action)
+        )
+    text = diag if match_reason(diag) or not human_text else diag + "\n" + human_text
+    reason = refine_user_unknown(
+        reason_for(smtp_code, status, text), status, diag + "\n" + human_text, remote_status
+    )
+    outcome = outcome_for(reason, smtp_code, status)
+    if action == "delayed":  # still queued: whatever the wording, nothing is final yet
+        outcome = "soft"
+        reason = "expired" if reason == "undefined" else reason
+    return BounceRecipient(
+        recipient,
+        outcome,
+        status,
+        smtp_code,
+        reason,
+        one_line(diag or block.get("status", "") or action),
+    )

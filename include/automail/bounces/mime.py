@@ -1,0 +1,120 @@
+"""MIME helpers for bounce parsing: tolerant decoding on top of the stdlib ``email`` package.
+
+Bounces are the least standard mail there is: charsets are mislabelled (ISO-2022-JP declared
+but UTF-8 sent), headers carry raw 8-bit bytes, multiparts lose their boundaries. Every helper
+here degrades to "some text" instead of raising.
+"""
+
+from __future__ import annotations
+
+import email.policy
+import re
+from collections.abc import Iterator
+from email.header import decode_header
+from email.message import Message
+from email.parser import BytesParser
+
+# Tried after the declared charset; Japanese carriers are the usual mislabelling culprits.
+# EUC-JP before Shift_JIS: EUC bytes often "decode" as Shift_JIS garbage, rarely vice versa.
+_FALLBACK_CHARSETS = ("utf-8", "euc_jis_2004", "cp932", "iso2022_jp_2")
+# More tolerant supersets for charsets whose strict codec rejects real-world vendor characters.
+_SUPERSETS = {
+    "iso-2022-jp": ("iso2022_jp", "iso2022_jp_2", "iso2022_jp_ext", "iso2022_jp_3"),
+    "shift_jis": ("cp932", "shift_jis_2004"),
+    "sjis": ("cp932", "shift_jis_2004"),
+    "x-sjis": ("cp932", "shift_jis_2004"),
+    "euc-jp": ("euc_jp", "euc_jis_2004", "cp932"),
+    "us-ascii": ("ascii",),
+}
+_TAG_RE = re.compile(r"<(?:br|p|div|tr|li)\b[^>]*>|</(?:p|div|tr|li)>", re.I)
+_ANY_TAG_RE = re.compile(r"<[^>]+>")
+_ENTITIES = {"&nbsp;": " ", "&lt;": "<", "&gt;": ">", "&quot;": '"', "&#39;": "'", "&amp;": "&"}
+
+
+def load(raw: bytes) -> Message:
+    """Parse raw bytes; compat32 keeps the parser lenient and never defers errors to access time."""
+    return BytesParser(policy=email.policy.compat32).parsebytes(raw)
+
+
+def decode_bytes(data: bytes, charset: str | None = None) -> str:
+    """Decode with the declared charset, then common fallbacks, finally latin-1 (never fails)."""
+    if not data:
+        return ""
+    candidates: list[str] = []
+    if charset:
+        cs = charset.strip().strip('"').lower()
+        candidates.extend(_SUPERSETS.get(cs, (cs,)))
+    candidates.extend(_FALLBACK_CHARSETS)
+    for cs in candidates:
+        try:
+            return data.decode(cs)
+        except (LookupError, UnicodeDecodeError):
+            continue
+    return data.decode("latin-1")
+
+
+def header_text(value: object) -> str:
+    """Decode an RFC 2047 / raw 8-bit header value to one line of text."""
+    if value is None:
+        return ""
+    try:
+        chunks = decode_header(value)  # type: ignore[arg-type]
+    except Exception:  # malformed encoded-words: show what we have
+        return " ".join(str(value).split())
+    out = []
+    for chunk, cs in chunks:
+        if isinstance(chunk, bytes):
+            out.append(decode_bytes(chunk, None if cs in (None, "unknown-8bit") else cs))
+        else:
+            out.append(chunk)
+    return " ".join("".join(out).split())
+
+
+def iter_leaves(msg: Message) -> Iterator[Message]:
+    """Yield leaf parts without descending into attached messages (message/* are leaves)."""
+    if msg.get_content_maintype() == "multipart":
+        payload = msg.get_payload()
+        if isinstance(payload, list) and payload:
+            for sub in payload:
+                if isinstance(sub, Message):
+                    yield from iter_leaves(sub)
+            return
+    yield msg
+
+
+def headers_as_text(msg: Message) -> str:
+    return "\n".join(f"{k}: {header_text(v)}" for k, v in msg.items())
+
+
+def part_text(part: Message) -> str:
+    """Readable text of one leaf part; message/* payloads come back as their header blocks."""
+    payload = part.get_payload()
+    if isinstance(payload, list):  # message/delivery-status, message/rfc822: parsed sub-blocks
+        blocks = [p for p in payload if isinstance(p, Message)]
+        texts = [headers_as_text(b) for b in blocks]
+        if part.get_content_type() == "message/rfc822" and blocks:
+            body = blocks[0].get_payload()
+            if isinstance(body, str):
+                texts.append(body)
+        return "\n\n".join(texts)
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:
+        data = None
+    if not isinstance(data, bytes):
+        data = str(payload).encode("utf-8", "surrogateescape")
+    text = decode_bytes(data, part.get_content_charset())
+    if part.get_content_subtype() == "html":
+        text = html_to_text(text)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def html_to_text(html: str) -> str:
+    text = _ANY_TAG_RE.sub("", _TAG_RE.sub("\n", html))
+    for entity, char in _ENTITIES.items():
+        text = text.replace(entity, char)
+    return text
+
+
+def one_line(text: str, limit: int = 500) -> str:
+    return " ".join(text.split())[:limit]
