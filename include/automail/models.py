@@ -393,6 +393,28 @@ class Campaign(Base):
     updated_at: Mapped[datetime] = mapped_column(
         UtcDateTime(), server_default=func.now(), onupdate=func.now()
     )
+    # 0004: content fingerprint at send time (C4 skip-already-received, C5), 配信開始時間.
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+Index("ix_campaigns_content_hash", Campaign.content_hash)
+
+
+class CampaignEvent(Base):
+    """One campaign status transition (C7): when, from, to, who and why."""
+
+    __tablename__ = "campaign_events"
+    __table_args__ = (Index("ix_campaign_events_campaign", "campaign_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"))
+    at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(100), default="system")
+    reason: Mapped[str | None] = mapped_column(Text)
 
 
 class CampaignRecipient(Base):
@@ -420,6 +442,8 @@ class StepSequence(Base):
     audience_filter: Mapped[dict | None] = mapped_column(JSON)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+    # 0004: start events before this are ignored (no mass mail to old customers).
+    starts_from: Mapped[datetime | None] = mapped_column(UtcDateTime())
 
     steps: Mapped[list[StepSequenceStep]] = relationship(order_by="StepSequenceStep.position")
 

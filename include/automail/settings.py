@@ -45,6 +45,10 @@ SETTINGS: dict[str, SettingSpec] = {
     "campaign_stop_min_sends": SettingSpec(50, "C7: ... once this many were tried"),
     "invalid_after_failures": SettingSpec(3, "E3: consecutive failures that invalidate"),
     "public_base_url": SettingSpec("http://localhost:8080", "base of unsubscribe links"),
+    "campaign_dedupe_newest": SettingSpec(
+        True, "C4: default for new campaigns: same address twice -> newest customer only"
+    ),
+    "campaign_timezone": SettingSpec("Asia/Tokyo", "C8/C9: zone of allowed hours and quota months"),
 }
 
 
