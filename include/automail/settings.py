@@ -39,6 +39,7 @@ SETTINGS: dict[str, SettingSpec] = {
     "follow_up_delay_minutes": SettingSpec(7 * 24 * 60, "A3: follow-up due after shipment"),
     "domain_rate_per_minute": SettingSpec(0, "per recipient domain per run-minute; 0 = off"),
     "history_limit": SettingSpec(1000, "A9: newest N mails in send history"),
+    "ui_timezone": SettingSpec("Asia/Tokyo", "B2: zone of the screen's dates and times"),
     "campaign_min_lead_minutes": SettingSpec(3, "C1: schedule at least this far ahead"),
     "campaign_cancel_lock_minutes": SettingSpec(30, "C6: no cancel this close to send time"),
     "campaign_stop_error_rate": SettingSpec(0.10, "C7: stop above this error rate"),
