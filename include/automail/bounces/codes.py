@@ -17,8 +17,8 @@ NONE_REASONS = frozenset({"delivered", "feedback", "vacation"})
 
 # class.subject.detail; look-arounds keep IP addresses and version numbers out.
 ENHANCED_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
-# A reply code is three digits followed by a space, a dash (multi-line reply) or the end.
-SMTP_CODE_RE = re.compile(r"(?<![\w.:/#-])([245][0-5]\d)(?=[ \t-]|$)", re.M)
+# A failure reply code is 4xx/5xx followed by a space, a dash (multi-line reply) or the end.
+SMTP_CODE_RE = re.compile(r"(?<![\w.:/#-])([45][0-5]\d)(?=[ \t-]|$)", re.M)
 
 # Specific codes that name the problem precisely: they win over wording.
 DECISIVE_STATUS = {

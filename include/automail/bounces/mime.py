@@ -41,6 +41,8 @@ def decode_bytes(data: bytes, charset: str | None = None) -> str:
     if not data:
         return ""
     candidates: list[str] = []
+    if b"\x1b$" in data or b"\x1b(" in data:  # raw ISO-2022-JP, whatever the label says
+        candidates.extend(_SUPERSETS["iso-2022-jp"])
     if charset:
         cs = charset.strip().strip('"').lower()
         candidates.extend(_SUPERSETS.get(cs, (cs,)))
@@ -63,10 +65,10 @@ def header_text(value: object) -> str:
         return " ".join(str(value).split())
     out = []
     for chunk, cs in chunks:
-        if isinstance(chunk, bytes):
-            out.append(decode_bytes(chunk, None if cs in (None, "unknown-8bit") else cs))
-        else:
-            out.append(chunk)
+        if isinstance(chunk, str):  # undecoded plain text; may still hold raw JIS escapes
+            chunk = chunk.encode("utf-8", "surrogateescape")
+            cs = None
+        out.append(decode_bytes(chunk, None if cs in (None, "unknown-8bit") else cs))
     return " ".join("".join(out).split())
 
 

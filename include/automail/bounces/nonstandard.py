@@ -115,7 +115,8 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
     for addr in recipients or [None]:
         segment = segment_for(explanation, addr, recipients)
         # The slice after the address is most precise; fall back to the whole explanation.
-        text = segment if match_reason(segment) or find_enhanced(segment) else explanation
+        says_something = match_reason(segment) or find_enhanced(segment) or find_smtp_code(segment)
+        text = segment if says_something else explanation
         reason, code, status = _classify(text, explanation)
         outcome = outcome_for(reason, code, status)
         if delayed and outcome == "hard" and not (status or code):

@@ -16,7 +16,9 @@ _RAW_PRIORITY: list[tuple[str, str]] = [
     (r"\b5\d\d\b[\s:]*:\s+user unknown", "filtered"),
     (
         r"mailbox (is |was )?full|over ?quota|quota exceeded|exceeded (the |his |her |their )?"
-        r"(storage|quota|mailbox)|mailbox (size )?(limit )?exceeded",
+        r"(storage|quota|mailbox)|mailbox (size )?(limit )?exceeded"
+        r"|(メールボックス|受信箱|メールBOX).{0,15}(一杯|いっぱい|満杯|容量|上限)"
+        r"|容量.{0,10}(超過|超え|オーバー|不足)",
         "mailboxfull",
     ),
     (
@@ -74,7 +76,7 @@ _RAW_RULES: list[tuple[str, str]] = [
         r" (disabled|suspended|deactivated|inactive|frozen|locked|blocked|expired|closed)"
         r"|inactive (account|mailbox|user)|disabled (account|mailbox|user)|account expired"
         r"|(account|mailbox) .{0,40} is (disabled|inactive|suspended)"
-        r"|is not active|no longer active|suspended",
+        r"|is not active|no longer active|suspended|(利用|使用|サービス)を?(停止|休止|中止)",
         "suspend",
     ),
     # --- the address is wrong: hard ---------------------------------------------------------
@@ -101,7 +103,8 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|unroutable (mail )?domain|dns (error|lookup failed)|mx (record )?(not found|lookup)"
         r"|no mx (record|host)|cannot resolve|can't resolve|nxdomain|no route to host for domain"
         r"|domain (name )?(lookup|resolution) failed|non-?existent (host|domain)"
-        r"|all relevant mx records point to non-existent hosts|bad destination system address",
+        r"|all relevant mx records point to non-existent hosts|bad destination system address"
+        r"|(ドメイン|ホスト).{0,15}(見つかりません|存在しません|不明)",
         "hostunknown",
     ),
     (
@@ -113,7 +116,7 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|invalid|not valid|not listed)|(invalid|bad|unknown|non-?existent) "
         r"(recipient|mailbox|user|address|destination)"
         r"|not (a )?(valid|known) (user|recipient|mailbox|address)"
-        r"|no mailbox (here )?(by that name|for)|mailbox (unavailable|not available)"
+        r"|no mailbox (here )?(by that name|for)"
         r"|address (is )?(invalid|unknown)|recipient name is not recognized"
         r"|invalid (final delivery )?userid|unknown recipient"
         r"|(doesn't|does not) have an? .{0,40}account|account that you tried to reach does not"
@@ -124,9 +127,9 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|is not a valid mailbox|unknown or illegal alias|address (does not|doesn't) exist"
         r"|no longer (valid|available|in use)|this address no longer accepts mail"
         r"|not listed in (the )?(public name|domino directory|address book)"
-        r"|宛先.{0,20}(存在しません|見つかりません|不明)|(アカウント|ユーザ|ユーザー)"
-        r".{0,10}(存在しません|見つかりません|不明)|存在しない(メール)?アドレス"
-        r"|アドレスは(存在|登録されて)",
+        r"|(メールアドレス|アドレス|宛先|あて先|送信先|受信者|ユーザー?|アカウント)"
+        r".{0,20}(見つかりません|存在しません|存在しない|不明|登録されていません)"
+        r"|存在しない(メール)?アドレス|宛先不明|ディレクトリ.{0,10}(見つかりません|ありません)",
         "userunknown",
     ),
     # --- generic soft reasons -------------------------------------------------------------
@@ -135,7 +138,8 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|(could not|couldn't) be delivered (for|within) \d+|queue(d)? too long|giving up"
         r"|time(d)? ?out.{0,40}(queue|deliver)|was not delivered within|expired after"
         r"|(undeliverable|undelivered) for \d+ (days|hours)|maximum time|too long in queue"
-        r"|delivery (period|time) expired|has been delayed|delivery (is )?delayed",
+        r"|delivery (period|time) expired|has been delayed|delivery (is )?delayed"
+        r"|(一定時間|規定時間|時間内|期限).{0,20}(配信|送信|配送|届け)",
         "expired",
     ),
     (r"too many (connections|sessions|concurrent)|connection (limit|rate)", "toomanyconn"),
@@ -144,14 +148,18 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|receiving mail at a rate",
         "speeding",
     ),
-    (r"spam|junk|bulk mail|unsolicited|content (rejected|filter)|message content", "spamdetected"),
+    (
+        r"\bspam\b|junk|bulk mail|unsolicited|content (rejected|filter)|message content",
+        "spamdetected",
+    ),
     (
         r"\b(block(ed|list(ed)?)?|black ?list(ed)?|deny ?list(ed)?|dnsbl|rbl|spamhaus|barracuda)\b"
-        r"|listed (in|on|at)|poor reputation|reputation",
+        r"|listed (in|on|at)|poor reputation|reputation|unwanted messages",
         "blocked",
     ),
     (
-        r"filter(ed)?|rejected by .{0,40}(rule|policy)|not authorized to (receive|accept)",
+        r"filter(ed)?|rejected by .{0,40}(rule|policy)|not authorized to (receive|accept)"
+        r"|受信拒否|拒否設定|指定受信|迷惑メール",
         "filtered",
     ),
     (
