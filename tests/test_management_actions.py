@@ -168,3 +168,70 @@ def test_detail_shows_headers_and_row_action(session):
     assert d.row_action == "resend" and d.allowed("uncancel") and not d.allowed("cancel")
     with pytest.raises(LookupError, match="mail 424242: no such mail"):
         get_detail(session, 424242)
+
+
+def _smtp(sink):
+    from automail.sending import SmtpConfig
+
+    return SmtpConfig(host="127.0.0.1", port=sink.port)
+
+
+def test_bulk_send_goes_through_send_now_and_reaches_the_sink(session, engine, smtp_sink):
+    from automail.db import session_factory
+
+    tea = shop(session)
+    unsent = mail(session, tea, to="a@example.jp")
+    error = mail(session, tea, status="error", to="b@example.jp")
+    sent = mail(session, tea, status="sent", to="c@example.jp")
+    session.commit()
+    result = actions.send(
+        session_factory(engine), [unsent.id, error.id, sent.id], "ops", smtp=_smtp(smtp_sink)
+    )
+    assert sorted(result.sent) == sorted([unsent.id, error.id])
+    assert result.refused == [
+        f"mail {sent.id}: cannot send a mail whose status is 'sent' "
+        "(allowed from: unsent, error, held)"
+    ]
+    assert sorted(m.rcpt_tos[0] for m in smtp_sink.messages) == ["a@example.jp", "b@example.jp"]
+    session.expire_all()
+    d = get_detail(session, unsent.id)
+    assert d.status == "sent" and d.attempts and d.attempts[-1].smtp_code == 250
+    assert ("send_requested", "ops") in [(e.event, e.actor) for e in d.events]
+    audit = session.get(StaffAction, result.staff_action_id)
+    assert audit.count == 2 and sorted(audit.detail["sent"]) == sorted(result.sent)
+
+
+def test_resend_a_sent_mail_and_refused_reply_is_recorded(session, engine, smtp_sink):
+    from automail.db import session_factory
+
+    tea = shop(session)
+    sent = mail(session, tea, status="sent", to="again@example.jp")
+    bad = mail(session, tea, status="cancelled", to="gone@example.jp")
+    session.commit()
+    smtp_sink.handler.reject["gone@example.jp"] = "550 5.1.1 no such user"
+    result = actions.send(
+        session_factory(engine), [sent.id, bad.id], "ops", action="resend", smtp=_smtp(smtp_sink)
+    )
+    assert result.sent == [sent.id] and result.failed == [bad.id]
+    session.expire_all()
+    failed = get_detail(session, bad.id)
+    assert failed.status == "error"
+    assert (failed.attempts[-1].smtp_code, failed.attempts[-1].enhanced_code) == (550, "5.1.1")
+    assert [m.rcpt_tos for m in smtp_sink.messages] == [["again@example.jp"]]
+
+
+def test_copy_and_send_reaches_the_new_address_only(session, engine, smtp_sink):
+    from automail.db import session_factory
+
+    src = mail(session, shop(session), status="sent", to="old@example.jp", subject="再送テスト")
+    session.commit()
+    result = actions.copy_and_send(
+        session_factory(engine), src.id, "new@example.jp", "support1", smtp=_smtp(smtp_sink)
+    )
+    assert result.sent == [result.new_mail_id]
+    (msg,) = smtp_sink.messages
+    assert msg.rcpt_tos == ["new@example.jp"]
+    assert msg.message["To"] == "new@example.jp" and msg.message["Subject"] == "再送テスト"
+    session.expire_all()
+    assert session.get(Mail, src.id).status == "sent"
+    assert session.get(Mail, result.new_mail_id).copied_from_id == src.id

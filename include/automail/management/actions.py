@@ -6,13 +6,13 @@ a sender holds a live claim on, writes a `MailEvent` per mail with the actor and
 stop the rest of a bulk action: each refused mail gets its own message.
 
 Sending goes through `automail.sending.send_now`, the send DAG's own claim/batch/
-attempt code: mails are first put back to `unsent` (recorded), then claimed and sent.
+attempt code; this module only vets, records who asked, and reports the outcome.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -260,12 +260,6 @@ def release(session: Session, ids: Iterable[int | str], actor: str) -> ActionRes
     return change_status(session, "release", ids, actor)
 
 
-def _sender() -> Callable[..., Any]:
-    from automail.sending import send_now  # the send DAG's code path (issue 4)
-
-    return send_now
-
-
 def send(
     factory: sessionmaker[Session],
     ids: Iterable[int | str],
@@ -277,39 +271,75 @@ def send(
 ) -> ActionResult:
     """Send (unsent/error/held) or resend (sent/cancelled) now, through `send_now`.
 
-    Step 1 (one transaction): vet, move the mails to unsent with a `send`/`resend` event,
-    record the StaffAction. Step 2: `send_now` claims and sends them like the send DAG
-    does. If step 2 fails the mails stay unsent, visible, for the send DAG or a retry.
+    Step 1 (one transaction): vet each mail for `action`, write a `<action>_requested`
+    event per mail and the StaffAction. Step 2: `automail.sending.send_now` claims and
+    sends them with the send DAG's batch code (a resend gets a fresh Message-ID there).
+    If step 2 fails, every mail keeps a status an operator can see and act on.
     """
+    from automail.sending import SendingStopped, send_now
+
     if action not in SEND_ACTIONS:
         raise ActionError(f"action: {action!r} is not one of {', '.join(SEND_ACTIONS)}")
     actor = _check_actor(actor)
     id_list = _clean_ids(ids)
     result = ActionResult(action=action, actor=actor, requested=len(id_list))
     now = _now()
+    stopped = ActionError(
+        f"{action}: the mail server is stopped (setting mail_server_stopped is true); "
+        "nothing was sent"
+    )
     with factory.begin() as session:
         if settings.get(session, "mail_server_stopped"):
-            raise ActionError(
-                f"{action}: the mail server is stopped (setting mail_server_stopped is true); "
-                "nothing was sent"
-            )
+            raise stopped
         take_write_lock(session)
         for chunk in _chunks(id_list):
             vetted = _vet(session, chunk, action, now, result)
-            _move(
-                session, vetted, action, UNSENT, actor, now, f"{action} requested from the screen"
-            )
+            _note(session, vetted, f"{action}_requested", actor, now)
             result.done.extend(i for i, _ in vetted)
         _record(session, result, now, audit)
-    if result.done:
-        summary = _sender()(factory, result.done, actor, smtp)
-        result.send_summary = summary
-        with factory() as session:
-            rows = session.execute(select(Mail.id, Mail.status).where(Mail.id.in_(result.done)))
-            statuses = dict(rows.all())
+    if not result.done:
+        return result
+    try:
+        summary = send_now(factory, result.done, actor, smtp)
+    except SendingStopped:
+        raise stopped from None
+    result.send_summary = summary
+    for mail_id, reason in summary.not_claimed.items():
+        _refuse(result, reason)
+        if mail_id in result.done:
+            result.done.remove(mail_id)
+    with factory.begin() as session:
+        rows = session.execute(select(Mail.id, Mail.status).where(Mail.id.in_(result.done)))
+        statuses = dict(rows.all())
         result.sent = [i for i in result.done if statuses.get(i) == "sent"]
         result.failed = [i for i in result.done if statuses.get(i) != "sent"]
+        row = session.get(StaffAction, result.staff_action_id)
+        if row is not None:  # the audit row also tells how the send went
+            row.count = len(result.done)
+            row.detail = {
+                **(row.detail or {}),
+                "ids": result.done,
+                "refused": result.refused,
+                "refused_count": result.refused_count,
+                "sent": result.sent,
+                "failed": result.failed,
+                "summary": summary.as_dict(),
+            }
     return result
+
+
+def _note(
+    session: Session, vetted: list[tuple[int, str]], event: str, actor: str, now: datetime
+) -> None:
+    """An event without a status change (who asked for a send, and when)."""
+    if vetted:
+        session.execute(
+            insert(MailEvent),
+            [
+                {"mail_id": i, "at": now, "event": event, "from_status": s, "actor": actor}
+                for i, s in vetted
+            ],
+        )
 
 
 def copy_mail(session: Session, mail_id: int | str, to_address: str, actor: str) -> Mail:
