@@ -55,6 +55,7 @@ def _deliver(session: Session, mails: list[Mail], status: str = "sent", **kw) ->
         mail.status = status
         mail.attempt_count = 1
         mail.sent_at = NOW if status == "sent" else None
+        mail.next_attempt_at = None  # final unless a retry time is given
         for key, value in kw.items():
             setattr(mail, key, value)
     session.flush()
@@ -364,20 +365,23 @@ def test_error_rate_above_threshold_stops_for_good(session: Session) -> None:
     tick(session, NOW + timedelta(hours=2, minutes=5))
     assert c.status == "sending"
     _deliver(session, mails[9:10], status="error")  # 2/10 = 20% > 10% after 10 tries
-    mails[10].attempt_count = 1  # a mail waiting for a retry is not cancelled mid-flight
-    mails[10].claimed_by, mails[10].lease_until = "worker-1", NOW + timedelta(hours=3)
+    # Waiting for a retry (the sender keeps it in error with next_attempt_at): no retry.
+    _deliver(session, mails[10:11], status="error", next_attempt_at=NOW + timedelta(hours=3))
+    # Being sent right now (claimed, lease alive): left alone to finish.
+    mails[11].claimed_by, mails[11].lease_until = "worker-1", NOW + timedelta(hours=3)
     session.flush()
     tick(session, NOW + timedelta(hours=2, minutes=10))
     # 2 refused + 1 waiting for a retry, out of 11 tried
     assert c.status == "stopped" and "error rate 27.3% (3/11 tried)" in c.status_reason
     statuses = [m.status for m in _mails(session, c)]
-    assert statuses.count("cancelled") == 19 and statuses[10] == "unsent"
+    assert statuses.count("cancelled") == 18 and statuses[11] == "unsent"
+    assert statuses[10] == "error" and mails[10].next_attempt_at is None
     cancelled = [m for m in _mails(session, c) if m.status == "cancelled"]
     assert all("campaign_stop_error_rate" in m.last_error for m in cancelled)
-    assert (c.targets, c.succeeded, c.errors, c.unsent) == (30, 8, 2, 20)
+    assert (c.targets, c.succeeded, c.errors, c.unsent) == (30, 8, 3, 19)
     tick(session, NOW + timedelta(days=1))  # never restarted
     assert c.status == "stopped"
-    assert sum(m.status == "cancelled" for m in _mails(session, c)) == 19
+    assert sum(m.status == "cancelled" for m in _mails(session, c)) == 18
 
 
 # C8 ---------------------------------------------------------------------------------

@@ -80,10 +80,15 @@ def _campaign_mails(campaign_id: int):  # noqa: ANN202
 
 
 def compute_counts(session: Session, campaign: Campaign) -> Counts:
+    """Counts from the mails (the sending machinery keeps a mail awaiting a retry in
+    status error with next_attempt_at set; it is an error only once that is cleared)."""
     bounced = Mail.bounce_outcome.is_not(None)
+    retrying = and_(Mail.status == ERROR, Mail.next_attempt_at.is_not(None))
     ok = and_(Mail.status == SENT, ~bounced)
-    err = or_(Mail.status == ERROR, and_(Mail.status == SENT, bounced))
-    retrying = and_(Mail.status == UNSENT, Mail.attempt_count > 0)
+    final_err = or_(
+        and_(Mail.status == ERROR, Mail.next_attempt_at.is_(None)),
+        and_(Mail.status == SENT, bounced),
+    )
 
     def n(cond):  # noqa: ANN001, ANN202
         return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
@@ -92,10 +97,10 @@ def compute_counts(session: Session, campaign: Campaign) -> Counts:
         select(
             func.count(Mail.id),
             n(ok),
-            n(err),
-            n(Mail.status.in_((UNSENT, HELD))),
+            n(final_err),
+            n(or_(Mail.status.in_((UNSENT, HELD)), retrying)),
             n(or_(Mail.attempt_count > 0, Mail.status.in_((SENT, ERROR)))),
-            n(or_(err, retrying)),
+            n(or_(final_err, retrying)),
         ).where(_campaign_mails(campaign.id))
     ).one()
     targets, succeeded, errors, pending, tried, failing = (int(v) for v in row)
@@ -167,29 +172,43 @@ def stop_campaign(session: Session, campaign: Campaign, counts: Counts, now: dat
         f"campaign_stop_error_rate {limit:.1%}; remaining mails cancelled, never restarted"
     )
     free = or_(Mail.claimed_by.is_(None), Mail.lease_until.is_(None), Mail.lease_until < now)
-    victims = select(Mail.id).where(
-        _campaign_mails(campaign.id), Mail.status.in_((UNSENT, HELD)), free
+    mine = and_(_campaign_mails(campaign.id), free)
+    # Not yet tried → cancelled; waiting for a retry → no retry (stays error).
+    victims = select(Mail.id, Mail.status).where(
+        mine,
+        or_(
+            Mail.status.in_((UNSENT, HELD)),
+            and_(Mail.status == ERROR, Mail.next_attempt_at.is_not(None)),
+        ),
     )
-    ids = list(session.scalars(victims))
-    for start in range(0, len(ids), 1000):
-        part = ids[start : start + 1000]
-        old = dict(session.execute(select(Mail.id, Mail.status).where(Mail.id.in_(part))).all())
-        session.execute(
-            update(Mail)
-            .where(Mail.id.in_(part), Mail.status.in_((UNSENT, HELD)))
-            .values(status=CANCELLED, last_error=reason, next_attempt_at=None, updated_at=now)
-        )
+    rows = session.execute(victims).all()
+    for start in range(0, len(rows), 1000):
+        part = rows[start : start + 1000]
+        cancel = [i for i, st in part if st in (UNSENT, HELD)]
+        no_retry = [i for i, st in part if st == ERROR]
+        if cancel:
+            session.execute(
+                update(Mail)
+                .where(Mail.id.in_(cancel), Mail.status.in_((UNSENT, HELD)))
+                .values(status=CANCELLED, last_error=reason, next_attempt_at=None, updated_at=now)
+            )
+        if no_retry:
+            session.execute(
+                update(Mail)
+                .where(Mail.id.in_(no_retry), Mail.status == ERROR)
+                .values(next_attempt_at=None, updated_at=now)
+            )
         session.add_all(
             MailEvent(
                 mail_id=i,
                 at=now,
                 event="campaign_stopped",
-                from_status=old[i],
-                to_status=CANCELLED,
+                from_status=st,
+                to_status=CANCELLED if st != ERROR else ERROR,
                 actor="system",
                 detail=reason,
             )
-            for i in part
+            for i, st in part
         )
     session.flush()
     store_counts(campaign, compute_counts(session, campaign))
@@ -212,6 +231,10 @@ def gate(session: Session, campaign: Campaign, now: datetime, report: TickReport
             .values(next_attempt_at=opens, last_error=note)
         ).rowcount
         # Released mails (e.g. waiting for a retry) must not go out before the opening either.
+        retry_wait = and_(
+            _campaign_mails(campaign.id), Mail.status == ERROR, Mail.next_attempt_at < opens
+        )
+        session.execute(update(Mail).where(retry_wait).values(next_attempt_at=opens))
         session.execute(
             update(Mail)
             .where(
