@@ -1,4 +1,4 @@
-"""sending schema changes
+"""sending schema changes: an index for lease recovery (claimed_by, lease_until)
 
 Revision ID: 0002
 Revises: 0001
@@ -6,8 +6,7 @@ Revises: 0001
 
 from __future__ import annotations
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+from alembic import op
 
 revision = "0002"
 down_revision = "0001"
@@ -16,8 +15,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    with op.batch_alter_table("mails") as batch:
+        batch.create_index("ix_mails_claim", ["claimed_by", "lease_until"])
 
 
 def downgrade() -> None:
-    pass
+    with op.batch_alter_table("mails") as batch:
+        batch.drop_index("ix_mails_claim")

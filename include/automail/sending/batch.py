@@ -1,0 +1,369 @@
+"""Sending one batch of claimed mails over one reused SMTP connection (F3, A8, B9, B10).
+
+Exactly-once bookkeeping, per mail i:
+1. an `in_flight` SendAttempt is written (and the claim checked/renewed) and committed
+   together with the outcome of mail i-1 — one commit per mail;
+2. the SMTP transaction runs;
+3. the outcome (attempt + status + event + address health) is written, committed with
+   step 1 of mail i+1.
+A worker killed between 1 and 3 leaves an `in_flight` attempt that lease recovery turns
+into `held` "in doubt" (claim.py); one killed elsewhere loses nothing committed.
+
+"Sent" means accepted by the SMTP server (B10), not delivered. A bad recipient or an
+unsafe header makes only that mail an error (attempt outcome `refused`); the batch goes on.
+If the server cannot be reached, every remaining mail of the batch gets a temporary
+failure (retried later) without hammering the server once per mail.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from automail import address_health, settings
+from automail.addresses import check_address, split_address_list
+from automail.mime import MailBuildError, as_bytes, build_message, message_id_for
+from automail.models import Mail, SendAttempt, Shop
+from automail.sending.claim import in_flight_mail_ids, mark_in_doubt, release_claims
+from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
+from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
+from automail.sending.status import CHUNK, change_status
+from automail.sending.summary import SendSummary
+from automail.states import ERROR, HELD, SENT
+
+log = logging.getLogger(__name__)
+SessionFactory = Callable[[], Session]
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_retries: int
+    backoff: list[int] | int
+    lease_seconds: int
+    invalid_after: int
+
+    @classmethod
+    def load(cls, session: Session) -> Policy:
+        return cls(
+            settings.get(session, "max_retries"),
+            settings.get(session, "retry_backoff_seconds"),
+            settings.get(session, "lease_seconds"),
+            settings.get(session, "invalid_after_failures"),
+        )
+
+
+def _clock(now: datetime | None) -> datetime:
+    return now or datetime.now(UTC)
+
+
+class BatchSender:
+    def __init__(
+        self,
+        session: Session,
+        claim_id: str,
+        policy: Policy,
+        actor: str,
+        now: datetime | None,
+    ) -> None:
+        self.session = session
+        self.claim_id = claim_id
+        self.policy = policy
+        self.actor = actor
+        self.fixed_now = now
+        self.summary = SendSummary()
+        self.shops: dict[int, Shop] = {}
+
+    def shop(self, shop_id: int) -> Shop:
+        if shop_id not in self.shops:
+            shop = self.session.get(Shop, shop_id)
+            assert shop is not None
+            self.session.expunge(shop)  # a read-only snapshot: commits never reload it
+            self.shops[shop_id] = shop
+        return self.shops[shop_id]
+
+    # -- step 1: in flight ----------------------------------------------------------
+    def start_attempt(self, mail: Mail, message_id: str, now: datetime) -> int | None:
+        """Write the in_flight attempt if we still hold the claim; returns its id."""
+        res = self.session.execute(
+            update(Mail)
+            .where(Mail.id == mail.id, Mail.claimed_by == self.claim_id)
+            .values(
+                attempt_count=mail.attempt_count + 1,
+                lease_until=now + timedelta(seconds=self.policy.lease_seconds),
+                message_id=message_id,
+            )
+        )
+        if res.rowcount != 1:
+            return None
+        return self.session.execute(
+            insert(SendAttempt)
+            .values(
+                mail_id=mail.id,
+                attempt_no=mail.attempt_count + 1,
+                claim_id=self.claim_id,
+                started_at=now,
+                outcome="in_flight",
+            )
+            .returning(SendAttempt.id)
+        ).scalar_one()
+
+    # -- step 3: outcome --------------------------------------------------------------
+    def finish(
+        self,
+        mail: Mail,
+        attempt_id: int | None,
+        result: SmtpResult,
+        now: datetime,
+        *,
+        outcome: str | None = None,
+        address_reason: str | None = None,
+        message_id: str | None = None,
+    ) -> None:
+        attempt_no = mail.attempt_count + 1
+        outcome = outcome or result.outcome
+        attempt = {
+            "outcome": outcome,
+            "finished_at": now,
+            "smtp_code": result.code,
+            "enhanced_code": result.enhanced,
+            "message": result.text[:4000],
+        }
+        if attempt_id is None:  # no SMTP transaction happened: one finished row
+            self.session.execute(
+                insert(SendAttempt).values(
+                    mail_id=mail.id,
+                    attempt_no=attempt_no,
+                    claim_id=self.claim_id,
+                    started_at=now,
+                    **attempt,
+                )
+            )
+        else:
+            self.session.execute(
+                update(SendAttempt).where(SendAttempt.id == attempt_id).values(**attempt)
+            )
+        common = {"claimed_by": None, "lease_until": None, "attempt_count": attempt_no}
+        if message_id is not None:
+            common["message_id"] = message_id
+        change = self._status_change
+        if outcome == "accepted":
+            detail = result.text
+            if result.refused_bcc:
+                detail += f"; BCC refused: {result.refused_bcc}"
+            change(
+                mail,
+                SENT,
+                "sent",
+                detail,
+                now,
+                sent_at=now,
+                next_attempt_at=None,
+                last_error=None,
+                **common,
+            )
+            self.summary.sent += 1
+            self._health(mail, "success", None)
+        elif outcome == "temp_fail":
+            retry_at = next_attempt(attempt_no, self.policy.max_retries, self.policy.backoff, now)
+            allowed = attempts_allowed(self.policy.max_retries)
+            if retry_at is not None:
+                detail = (
+                    f"attempt {attempt_no} of {allowed} failed temporarily: {result.text}; "
+                    f"retry after {retry_at.isoformat(timespec='seconds')}"
+                )
+                change(
+                    mail,
+                    ERROR,
+                    "retry_scheduled",
+                    detail,
+                    now,
+                    next_attempt_at=retry_at,
+                    last_error=detail,
+                    **common,
+                )
+                self.summary.retry_scheduled += 1
+            else:
+                detail = f"gave up after {attempt_no} attempts; last: {result.text}"
+                change(
+                    mail,
+                    ERROR,
+                    "error",
+                    detail,
+                    now,
+                    next_attempt_at=None,
+                    last_error=detail,
+                    **common,
+                )
+                self.summary.failed += 1
+                if result.code is not None and not result.text.startswith("MAIL FROM"):
+                    self._health(mail, "soft", result.text)
+        elif outcome == "perm_fail":
+            detail = f"refused by the SMTP server: {result.text}"
+            change(
+                mail, ERROR, "error", detail, now, next_attempt_at=None, last_error=detail, **common
+            )
+            self.summary.failed += 1
+            if not result.text.startswith("MAIL FROM"):  # sender-side refusals say nothing
+                verdict, reason = address_verdict(result.code, result.enhanced, result.text)
+                self._health(mail, verdict, f"{reason}: {result.text}")
+        elif outcome == "refused":
+            change(
+                mail,
+                ERROR,
+                "refused",
+                result.text,
+                now,
+                next_attempt_at=None,
+                last_error=result.text,
+                **common,
+            )
+            self.summary.refused += 1
+            if address_reason:
+                self._health(mail, "hard", address_reason)
+        elif outcome == "in_doubt":
+            detail = (
+                f"in doubt: {result.text} (Message-ID {message_id or mail.message_id}); "
+                "check before resending"
+            )
+            change(
+                mail,
+                HELD,
+                "in_doubt",
+                detail,
+                now,
+                next_attempt_at=None,
+                last_error=detail,
+                **common,
+            )
+            self.summary.in_doubt += 1
+        else:  # pragma: no cover - programming error
+            raise ValueError(f"unknown attempt outcome {outcome!r}")
+
+    def _status_change(
+        self, mail: Mail, to: str, event: str, detail: str, now: datetime, **values: object
+    ) -> None:
+        change_status(
+            self.session, mail.id, mail.status, to, event, self.actor, detail, now, **values
+        )
+
+    def _health(self, mail: Mail, outcome: str, reason: str | None) -> None:
+        address_health.record_result(
+            self.session,
+            mail.customer_id,
+            mail.to_address,
+            outcome,
+            reason,
+            threshold=self.policy.invalid_after,
+        )
+
+    # -- the loop --------------------------------------------------------------------
+    def run(self, mails: Sequence[Mail], smtp: SmtpConfig) -> None:
+        session = self.session
+        unavailable: str | None = None
+        with SmtpSession(smtp) as conn:
+            for mail in mails:
+                now = _clock(self.fixed_now)
+                if unavailable is not None:
+                    self.finish(mail, None, SmtpResult("temp_fail", None, None, unavailable), now)
+                    continue
+                shop = self.shop(mail.shop_id)
+                message_id = mail.message_id or message_id_for(
+                    mail.id, mail.from_address, shop.code
+                )
+                mail.message_id = message_id
+                reason = check_address(mail.to_address) if shop.address_check else None
+                address_reason = reason
+                data = b""
+                if reason is None:
+                    try:
+                        data = as_bytes(build_message(mail, shop, now))
+                    except MailBuildError as exc:
+                        reason = f"cannot build the message: {exc}"
+                if reason is not None:
+                    self.finish(
+                        mail,
+                        None,
+                        SmtpResult("refused", None, None, reason),
+                        now,
+                        address_reason=address_reason,
+                        message_id=message_id,
+                    )
+                    continue
+                attempt_id = self.start_attempt(mail, message_id, now)
+                if attempt_id is None:
+                    self.summary.skipped += 1
+                    continue
+                session.commit()  # outcome of the previous mail + in_flight of this one
+                try:
+                    result = conn.send(
+                        mail.return_path or mail.from_address,
+                        mail.to_address.strip(),
+                        split_address_list(mail.bcc),
+                        data,
+                    )
+                except SmtpUnavailable as exc:
+                    unavailable = str(exc)
+                    result = SmtpResult("temp_fail", None, None, unavailable)
+                    log.warning("batch %s: %s", self.claim_id, unavailable)
+                self.finish(mail, attempt_id, result, _clock(self.fixed_now))
+        session.commit()
+
+
+def send_batch(
+    session_factory: SessionFactory,
+    mail_ids: Sequence[int],
+    claim_id: str,
+    smtp: SmtpConfig,
+    actor: str = "system",
+    now: datetime | None = None,
+) -> SendSummary:
+    """Send the mails of `mail_ids` that `claim_id` still holds. The DAG's mapped task."""
+    ids = sorted({int(i) for i in mail_ids})
+    session = session_factory()
+    try:
+        policy = Policy.load(session)
+        start = _clock(now)
+        sender = BatchSender(session, claim_id, policy, actor, now)
+        if settings.get(session, "mail_server_stopped"):
+            release_claims(session, ids, claim_id)
+            session.commit()
+            sender.summary.stopped = True
+            return sender.summary
+        # Renew the lease (the batch may have waited for a pool slot) and load our mails.
+        lease_until = start + timedelta(seconds=policy.lease_seconds)
+        mails: list[Mail] = []
+        for i in range(0, len(ids), CHUNK):
+            chunk = ids[i : i + CHUNK]
+            session.execute(
+                update(Mail)
+                .where(Mail.id.in_(chunk), Mail.claimed_by == claim_id)
+                .values(lease_until=lease_until)
+            )
+            mails.extend(
+                session.scalars(select(Mail).where(Mail.id.in_(chunk), Mail.claimed_by == claim_id))
+            )
+        # A retried task finds the in_flight attempt of its killed predecessor: in doubt.
+        doubtful = in_flight_mail_ids(session, [m.id for m in mails])
+        if doubtful:
+            mark_in_doubt(
+                session,
+                [(m.id, m.status, m.message_id) for m in mails if m.id in doubtful],
+                start,
+                actor,
+            )
+            sender.summary.in_doubt += len(doubtful)
+        session.commit()
+        for m in mails:
+            session.expunge(m)  # snapshots: the loop writes with Core statements only
+        mails = sorted((m for m in mails if m.id not in doubtful), key=lambda m: m.id)
+        sender.summary.skipped += len(ids) - len(mails) - len(doubtful)
+        sender.summary.batches = 1
+        sender.run(mails, smtp)
+        return sender.summary
+    finally:
+        session.close()
