@@ -300,6 +300,10 @@ class Mail(Base):
     events: Mapped[list[MailEvent]] = relationship(order_by="MailEvent.id")
 
 
+# 0002 (sending): lease recovery finds lapsed claims without scanning the queue.
+Index("ix_mails_claim", Mail.claimed_by, Mail.lease_until)
+
+
 class SendAttempt(Base):
     """Every SMTP try (A8, E2): written before the transaction and completed after it."""
 
