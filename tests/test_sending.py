@@ -415,3 +415,30 @@ def test_pending_notice_at_most_once_per_shop_per_day(
     assert (first.notices, second.notices, next_day.notices) == (1, 0, 1)
     body = smtp_sink.messages[0].message.get_content()
     assert "held: 1" in body and "unsent: 1" in body
+
+
+def test_cli_send_run_release_and_recover(
+    engine: Engine, session: Session, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    import json
+
+    from automail.cli import main
+
+    shop = make_shop(session)
+    sent_id = _mail(session, shop).id
+    held_id = _mail(session, shop, to="h@example.jp", status="held").id
+    session.commit()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AUTOMAIL_SMTP",
+        f"smtp://127.0.0.1:{smtp_sink.port}?disable_ssl=true&disable_tls=true",
+    )
+
+    assert main(["send", "run", "--run-id", "cli-1"]) == 0
+    assert json.loads(capsys.readouterr().out)["sent"] == 1
+    assert main(["send", "release", str(held_id), str(sent_id)]) == 1  # sent_id is refused
+    out = json.loads(capsys.readouterr().out)
+    assert out["released"] == [held_id] and "cannot release" in out["refused"][str(sent_id)]
+    assert main(["send", "recover"]) == 0
+    assert main(["send", "run", "--run-id", "cli-2"]) == 0
+    assert [m.rcpt_tos[0] for m in smtp_sink.messages] == ["hanako@example.jp", "h@example.jp"]
