@@ -50,7 +50,7 @@ class Sources:
 
 
 def _col(obj: Any, name: str) -> Any:
-    return None if obj is None else getattr(obj, name, None)
+    return getattr(obj, name, None)  # None (no row) has no such attribute either
 
 
 def _lines(src: Sources) -> Sequence[Any]:
@@ -60,13 +60,25 @@ def _lines(src: Sources) -> Sequence[Any]:
     return lines if isinstance(lines, Sequence) else ()
 
 
+# Catalogues repeat: one formatted Item per distinct (name, sku, quantity, price).
+_ITEM_CACHE: dict[tuple[Any, Any, Any, Any], Item] = {}
+_ITEM_CACHE_MAX = 50_000
+
+
+def _item(name: Any, sku: Any, qty: Any, price: Any) -> Item:
+    key = (name, sku, qty, price)
+    hit = _ITEM_CACHE.get(key)
+    if hit is None:
+        q, p = qty or 0, price or 0
+        hit = Item(name, sku, q, f"{p:,}円", f"{p * q:,}円")
+        if len(_ITEM_CACHE) >= _ITEM_CACHE_MAX:
+            _ITEM_CACHE.clear()
+        _ITEM_CACHE[key] = hit
+    return hit
+
+
 def items(src: Sources) -> list[Item]:
-    out = []
-    for line in _lines(src):
-        qty = line.quantity or 0
-        price = line.unit_price or 0
-        out.append(Item(line.name, line.sku, qty, f"{price:,}円", f"{price * qty:,}円"))
-    return out
+    return [_item(ln.name, ln.sku, ln.quantity, ln.unit_price) for ln in _lines(src)]
 
 
 def items_text(src: Sources) -> str | None:
@@ -98,28 +110,28 @@ def _none(_src: Sources) -> None:
 
 GETTERS: dict[str, Callable[[Sources], Any]] = {
     "shop_name": _shop_name,
-    "sign_pc": lambda s: _col(s.shop, "signature_pc"),
-    "sign_mobile": lambda s: _col(s.shop, "signature_mobile"),
+    "sign_pc": lambda s: getattr(s.shop, "signature_pc", None),
+    "sign_mobile": lambda s: getattr(s.shop, "signature_mobile", None),
     "signature": _signature,
-    "shop_email": lambda s: _col(s.shop, "reply_to"),
-    "coupon_url": lambda s: _col(s.shop, "coupon_url"),
-    "order_number": lambda s: _col(s.order, "order_number"),
-    "ordered_at": lambda s: jst_date(_col(s.order, "ordered_at")),
+    "shop_email": lambda s: getattr(s.shop, "reply_to", None),
+    "coupon_url": lambda s: getattr(s.shop, "coupon_url", None),
+    "order_number": lambda s: getattr(s.order, "order_number", None),
+    "ordered_at": lambda s: jst_date(getattr(s.order, "ordered_at", None)),
     "items": items,
     "items_text": items_text,
-    "subtotal": lambda s: yen(_col(s.order, "subtotal")),
-    "shipping_fee": lambda s: yen(_col(s.order, "shipping_fee")),
-    "tax": lambda s: yen(_col(s.order, "tax")),
-    "total": lambda s: yen(_col(s.order, "total")),
-    "payment_method": lambda s: _col(s.order, "payment_method"),
-    "ship_to_name": lambda s: _col(s.order, "ship_to_name"),
-    "ship_to_address": lambda s: _col(s.order, "ship_to_address"),
+    "subtotal": lambda s: yen(getattr(s.order, "subtotal", None)),
+    "shipping_fee": lambda s: yen(getattr(s.order, "shipping_fee", None)),
+    "tax": lambda s: yen(getattr(s.order, "tax", None)),
+    "total": lambda s: yen(getattr(s.order, "total", None)),
+    "payment_method": lambda s: getattr(s.order, "payment_method", None),
+    "ship_to_name": lambda s: getattr(s.order, "ship_to_name", None),
+    "ship_to_address": lambda s: getattr(s.order, "ship_to_address", None),
     "carrier_name": _carrier_name,
-    "tracking_number": lambda s: _col(s.shipment, "tracking_number"),
-    "shipped_at": lambda s: jst_date(_col(s.shipment, "confirmed_at")),
-    "customer_name": lambda s: _col(s.customer, "name"),
-    "customer_email": lambda s: _col(s.customer, "email"),
-    "customer_prefecture": lambda s: _col(s.customer, "prefecture"),
+    "tracking_number": lambda s: getattr(s.shipment, "tracking_number", None),
+    "shipped_at": lambda s: jst_date(getattr(s.shipment, "confirmed_at", None)),
+    "customer_name": lambda s: getattr(s.customer, "name", None),
+    "customer_email": lambda s: getattr(s.customer, "email", None),
+    "customer_prefecture": lambda s: getattr(s.customer, "prefecture", None),
     # Only the caller knows these (newsletter links, notice texts): given via `extra`.
     "unsubscribe_url": _none,
     "notice_subject": _none,
@@ -129,12 +141,12 @@ GETTERS: dict[str, Callable[[Sources], Any]] = {
 
 def build_context(fields: Sequence[str], src: Sources, preview: bool) -> dict[str, Any]:
     """Values of `fields`; for the sent mail an empty value is '' (A6), for preview None."""
-    ctx: dict[str, Any] = {}
-    extra = src.extra
-    for name in fields:
-        if extra is not None and name in extra:
-            value = extra[name]
-        else:
-            value = GETTERS.get(name, _none)(src)
-        ctx[name] = "" if value is None and not preview else value
+    getters = GETTERS
+    ctx = {name: getters.get(name, _none)(src) for name in fields}
+    if src.extra:
+        ctx.update((k, v) for k, v in src.extra.items() if k in ctx)
+    if not preview:
+        for name, value in ctx.items():
+            if value is None:
+                ctx[name] = ""
     return ctx

@@ -17,10 +17,18 @@ def _jst(value: datetime) -> datetime:
     return value.astimezone(JST)
 
 
+_YEN_CACHE: dict[int, str] = {}
+
+
 def yen(value: object) -> object:
     """2926 -> '2,926円'; None and text pass through (text may already be formatted)."""
     if type(value) is int:  # the common case first: amounts are int yen
-        return f"{value:,}円"
+        hit = _YEN_CACHE.get(value)
+        if hit is None:
+            hit = f"{value:,}円"
+            if len(_YEN_CACHE) < 100_000:  # prices and totals repeat; bound the memory
+                _YEN_CACHE[value] = hit
+        return hit
     if isinstance(value, int | float) and not isinstance(value, bool):
         return f"{int(value):,}円"
     return value

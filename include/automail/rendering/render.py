@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import select
@@ -36,6 +37,17 @@ from automail.states import (
     SHIPPING_NOTICE,
     TRANSACTIONAL_KINDS,
     UNSENT,
+)
+
+_SHOP_COLUMNS = (
+    "id",
+    "name",
+    "from_name",
+    "reply_to",
+    "signature_pc",
+    "signature_mobile",
+    "coupon_url",
+    "repeat_stage_from",
 )
 
 # A stored mail may be re-rendered while it has not gone out (sent mails are history).
@@ -76,6 +88,18 @@ class Renderer:
         self._candidates: dict[tuple[int | None, str], list[Template]] = {}
         self._chosen: dict[tuple[int | None, str, str, int, str], Template] = {}
         self._compiled: dict[tuple[int, datetime | None, bool], CompiledTemplate] = {}
+        self._shops: dict[int, tuple[Any, SimpleNamespace]] = {}
+
+    def _shop_view(self, shop: Any) -> Any:
+        """A plain copy of the shop's columns, made once per run: ORM attribute reads cost
+        more than the rest of a field. A Renderer lives for one run, so edits to the
+        shop during the run are not seen (make a new Renderer after editing a shop)."""
+        hit = self._shops.get(id(shop))
+        if hit is not None and hit[0] is shop:
+            return hit[1]
+        view = SimpleNamespace(**{name: getattr(shop, name, None) for name in _SHOP_COLUMNS})
+        self._shops[id(shop)] = (shop, view)
+        return view
 
     def template_for(
         self, shop_id: int | None, kind: str, device: str, stage: int, carrier: str
@@ -147,7 +171,7 @@ class Renderer:
         if device is None:
             email = getattr(customer, "email", None) if customer is not None else None
             device = device_for_address(email) if email else "pc"
-        src = Sources(shop, customer, order, lines, shipment, extra, device)
+        src = Sources(self._shop_view(shop), customer, order, lines, shipment, extra, device)
         subject, text, html = self.compiled(template, preview).render(src, preview)
         return RenderedMail(subject, text, html, template.id, device)
 
