@@ -65,9 +65,12 @@ def export_csv(session: Session, f: MailFilter, out: str | Path | IO[str]) -> in
         result = session.execute(query)
         first = True
         for part in result.partitions(CHUNK):
-            frame = pd.DataFrame([tuple(r) for r in part], columns=COLUMNS)
-            frame["created_at"] = [local_minute(v, f.tz) for v in frame["created_at"]]
-            frame["sent_at"] = [local_minute(v, f.tz) for v in frame["sent_at"]]
+            # Times as shop-local minutes before pandas sees them (None would become NaT).
+            records = [
+                (r[0], local_minute(r[1], f.tz), *r[2:6], local_minute(r[6], f.tz), *r[7:])
+                for r in part
+            ]
+            frame = pd.DataFrame(records, columns=COLUMNS)
             for col in ("to_address", "last_error", "subject", "shop"):
                 frame[col] = frame[col].map(_defuse)
             frame.to_csv(handle, header=first, index=False, lineterminator="\n")
