@@ -19,6 +19,7 @@ from automail.rendering import (
     TemplateNotFound,
     install_default_templates,
     preview,
+    preview_mail,
     rerender_mail,
     reset_to_default,
     resolve_template,
@@ -332,3 +333,26 @@ def test_cli_templates(session: Session, tmp_path: Path, capsys: pytest.CaptureF
     session.expire_all()
     assert session.get(Template, saved_id) is None
     assert shop.id is not None
+
+
+def test_preview_mail_shows_what_the_sent_mail_leaves_empty(session: Session) -> None:
+    install_default_templates(session)
+    shop = make_shop(session, signature_mobile="")
+    customer = make_customer(session, shop, email="hanako@ezweb.ne.jp")
+    mail = _mail_for(session, shop, customer, make_order(session, customer, T0))
+    assert mail.device == "mobile"
+    assert "[SIGN_M]" not in mail.body_text  # stored as it is sent: empty
+    shown = preview_mail(session, mail)
+    assert "[SIGN_M]" in shown.body_text
+    assert shown.template_id == mail.template_id
+    assert shown.body_text.replace("[SIGN_M]", "") == mail.body_text
+
+
+def test_notice_to_the_shop_renders_without_a_customer(session: Session) -> None:
+    install_default_templates(session)
+    shop = make_shop(session)
+    extra = {"notice_subject": "送信上限に達しました", "notice_body": "120通を保留にしました。"}
+    mail = Renderer(session).render("notice", shop, None, extra=extra)
+    assert mail.subject == "【Automail】送信上限に達しました"
+    assert mail.body_text.startswith("お茶の山田園 ご担当者様\n\n120通を保留にしました。")
+    assert mail.device == "pc"

@@ -6,7 +6,7 @@ Public API:
 - `resolve_template`, `save_template`, `reset_to_default`, `list_templates`,
   `TemplateNotFound`: the per-shop / per-device / per-stage / per-carrier slots.
 - `install_default_templates`: the common defaults.
-- `Renderer`, `RenderedMail`, `rerender_mail`, `preview`: rendering mails.
+- `Renderer`, `RenderedMail`, `rerender_mail`, `preview`, `preview_mail`: rendering mails.
 """
 
 from automail.rendering.defaults import DEFAULT_TEMPLATES, install_default_templates
@@ -16,6 +16,7 @@ from automail.rendering.render import (
     RenderedMail,
     Renderer,
     preview,
+    preview_mail,
     rerender_mail,
     slot_for,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "install_default_templates",
     "list_templates",
     "preview",
+    "preview_mail",
     "rerender_mail",
     "reset_to_default",
     "resolve_template",

@@ -256,6 +256,31 @@ def rerender_mail(
     return mail
 
 
+def preview_mail(session: Session, mail: Mail) -> RenderedMail:
+    """A stored mail as the detail view shows it (seed 000, B3): rendered from its
+    template and source rows with empty tags left visible, e.g. `[SIGN_M]` where the
+    shop has no mobile signature; the mail that is (or was) sent has them empty.
+
+    Uses the mail's own template when it still exists, else resolves the slot again.
+    Writes nothing.
+    """
+    if mail.kind not in TRANSACTIONAL_KINDS and mail.template_id is None:
+        raise ValueError(f"mail {mail.id}: kind {mail.kind!r} has no template to preview")
+    shop, customer, order, lines, shipment = _source_rows(session, mail)
+    customer_view: Any = _WithEmail(customer, mail.to_address) if customer else None
+    renderer = Renderer(session)
+    template = session.get(Template, mail.template_id) if mail.template_id else None
+    if template is None:
+        return renderer.render(
+            mail.kind, shop, customer_view, order=order, lines=lines, shipment=shipment,
+            preview=True,
+        )  # fmt: skip
+    return renderer.render_with(
+        template, shop, customer_view, order=order, lines=lines, shipment=shipment,
+        preview=True, device=mail.device,
+    )  # fmt: skip
+
+
 class _WithEmail:
     """A customer seen with another address (the mail's To), other fields unchanged."""
 
