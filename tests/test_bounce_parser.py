@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from automail.bounces import BounceRecipient, ParsedBounce, classify_smtp, parse_bounce
 from automail.bounces import parser as bounce_parser
+from automail.bounces.rules import RULES
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "bounces"
 GROUPS = ("lhost", "rhost", "rfc3464", "rfc3834", "arf")
@@ -232,6 +233,13 @@ CLASSIFY_CASES = [
 @pytest.mark.parametrize(("code", "status", "text", "outcome", "reason"), CLASSIFY_CASES)
 def test_classify_smtp(code, status, text, outcome, reason) -> None:
     assert classify_smtp(code, status, text) == (outcome, reason)
+
+
+def test_rule_patterns_are_lowercase() -> None:
+    """match_reason lowercases the text and compiles without re.I: patterns must agree."""
+    for pattern, _ in RULES:
+        assert pattern.pattern == pattern.pattern.lower(), pattern.pattern
+        assert not pattern.flags & re.IGNORECASE
 
 
 def test_classify_smtp_reads_codes_from_text() -> None:

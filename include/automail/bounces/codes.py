@@ -17,8 +17,9 @@ NONE_REASONS = frozenset({"delivered", "feedback", "vacation"})
 
 # class.subject.detail; look-arounds keep IP addresses and version numbers out.
 ENHANCED_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
-# A failure reply code is 4xx/5xx followed by a space, a dash (multi-line reply) or the end.
-SMTP_CODE_RE = re.compile(r"(?<![\w.:/#-])([45][0-5]\d)(?=[ \t-]|$)", re.M)
+# A failure reply code is 4xx/5xx followed by a space, a dash (multi-line reply), a colon
+# (Yahoo: "554: delivery error") or the end of the line.
+SMTP_CODE_RE = re.compile(r"(?<![\w.:/#-])([45][0-5]\d)(?=[ \t:-]|$)", re.M)
 
 # Specific codes that name the problem precisely: they win over wording.
 DECISIVE_STATUS = {
@@ -26,7 +27,6 @@ DECISIVE_STATUS = {
     "5.1.2": "hostunknown",  # bad destination system address
     "5.1.3": "userunknown",  # bad destination mailbox address syntax
     "5.1.6": "hasmoved",  # destination mailbox has moved, no forwarding address
-    "5.1.10": "notaccept",  # RFC 7505 null MX: the domain accepts no mail
     "5.1.7": "rejected",  # bad *sender* mailbox syntax: not the recipient's fault
     "5.1.8": "rejected",  # bad *sender* system address
     "5.2.2": "mailboxfull",  # persistent, but the address itself is right: soft
@@ -43,6 +43,7 @@ DECISIVE_STATUS = {
 STATUS_FALLBACK = {
     "1.0": "userunknown",
     "1.4": "userunknown",
+    "1.10": "notaccept",  # RFC 7505 null MX (Microsoft also uses it for unknown recipients)
     "1.7": "rejected",
     "1.8": "rejected",
     "2.1": "suspend",

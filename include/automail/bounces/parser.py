@@ -67,7 +67,8 @@ def _parse(raw: bytes) -> ParsedBounce:
     ]
     body = "\n\n".join(texts)
     original = find_original_headers(msg, body)
-    message_id = clean_message_id(original.get("message-id"))
+    # Auto-replies (and some Exchange NDRs) return no headers but answer our Message-ID.
+    message_id = clean_message_id(original.get("message-id") or get(msg, "In-Reply-To"))
     headers = {k: original[k] for k in WANTED if k in original}
     sent_to = addresses(headers.get("to", ""))
 

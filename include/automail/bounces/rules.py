@@ -9,6 +9,7 @@ that a precise "user unknown" is not hidden by a boilerplate link to a spam poli
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # Wording so explicit that it beats a contradicting status code (servers misuse 5.1.1 for
 # "over quota" or rate limits; au/KDDI hides its domain filter behind "550 : User unknown").
@@ -17,7 +18,7 @@ _RAW_PRIORITY: list[tuple[str, str]] = [
     (
         r"mailbox (is |was )?full|over ?quota|quota exceeded|exceeded (the |his |her |their )?"
         r"(storage|quota|mailbox)|mailbox (size )?(limit )?exceeded"
-        r"|(メールボックス|受信箱|メールBOX).{0,15}(一杯|いっぱい|満杯|容量|上限)"
+        r"|(メールボックス|受信箱|メールbox).{0,15}(一杯|いっぱい|満杯|容量|上限)"
         r"|容量.{0,10}(超過|超え|オーバー|不足)",
         "mailboxfull",
     ),
@@ -189,9 +190,10 @@ _RAW_GENERIC: list[tuple[str, str]] = [
     (r"rejected|not accepted|was not delivered|unable to deliver", "rejected"),
 ]
 
-PRIORITY_RULES = [(re.compile(p, re.I), r) for p, r in _RAW_PRIORITY]
-SPECIFIC_RULES = PRIORITY_RULES + [(re.compile(p, re.I), r) for p, r in _RAW_RULES]
-RULES = SPECIFIC_RULES + [(re.compile(p, re.I), r) for p, r in _RAW_GENERIC]
+# Patterns are lowercase and run on lowercased text: several times faster than re.I.
+PRIORITY_RULES = [(re.compile(p), r) for p, r in _RAW_PRIORITY]
+SPECIFIC_RULES = PRIORITY_RULES + [(re.compile(p), r) for p, r in _RAW_RULES]
+RULES = SPECIFIC_RULES + [(re.compile(p), r) for p, r in _RAW_GENERIC]
 _TIERS = {"priority": PRIORITY_RULES, "specific": SPECIFIC_RULES, "all": RULES}
 
 # The reply came after the message body was sent: the recipient had been accepted at RCPT.
@@ -202,11 +204,12 @@ _AFTER_DATA_RE = re.compile(
 _PIPELINED_RCPT_RE = re.compile(r"need rcpt|no valid recipients|rcpt first", re.I)
 
 
+@lru_cache(maxsize=2048)  # the same diagnostic is asked about several times per message
 def match_reason(text: str, tier: str = "all") -> str | None:
     """Reason of the first rule of a tier ("priority", "specific", "all") found in text."""
     if not text:
         return None
-    flat = " ".join(text.split())
+    flat = " ".join(text.split()).lower()
     for pattern, reason in _TIERS[tier]:
         if pattern.search(flat):
             return reason
