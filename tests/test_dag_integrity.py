@@ -16,7 +16,7 @@ EXPECTED = {"automail_create_transactional", "automail_send"}
 def dagbag():  # noqa: ANN201
     from airflow.dag_processing.dagbag import DagBag
 
-    return DagBag(dag_folder=str(REPO / "dags"), include_examples=False)
+    return DagBag(dag_folder=str(REPO / "dags"))
 
 
 def test_no_import_errors(dagbag) -> None:
@@ -26,6 +26,6 @@ def test_no_import_errors(dagbag) -> None:
 def test_expected_dags_exist_and_all_start_paused(dagbag) -> None:
     assert set(dagbag.dag_ids) >= EXPECTED
     for dag_id in dagbag.dag_ids:
-        dag = dagbag.get_dag(dag_id)
+        dag = dagbag.dags[dag_id]
         assert dag.is_paused_upon_creation is True, f"{dag_id} must start paused"
         assert "automail" in dag.tags, f"{dag_id} lacks the automail tag"

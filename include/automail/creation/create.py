@@ -22,6 +22,7 @@ from automail import settings
 from automail.creation.sources import SourceRow, stream_sources
 from automail.creation.switches import enabled_kinds
 from automail.creation.windows import follow_up_delay, mark_covered, window_for
+from automail.db import take_write_lock
 from automail.models import Mail, Shop, ShopMailKind
 from automail.rendering import Renderer
 from automail.states import FOLLOW_UP, HELD, TRANSACTIONAL_KINDS, UNSENT
@@ -127,6 +128,7 @@ def create_for_kind(
     window = window_for(session, smk, start, end)
     chunk = settings.get(session, "creation_chunk_size")
     delay = follow_up_delay(session) if smk.kind == FOLLOW_UP else timedelta(0)
+    commit()  # end the read transaction: each chunk below starts its own (see sources)
     created = held = 0
     for sources in stream_sources(session, shop.id, smk.kind, window.lower, window.upper, chunk):
         rows = []
@@ -136,6 +138,8 @@ def create_for_kind(
         created += _insert_ignoring_duplicates(session, rows)
         held += sum(1 for r in rows if r["status"] == HELD)
         commit()  # each chunk is durable on its own: a crash mid-run loses no chunk
+    take_write_lock(session)
+    session.refresh(smk)
     mark_covered(smk, end, now)
     commit()
     log.info(

@@ -17,6 +17,7 @@ from types import SimpleNamespace
 from sqlalchemy import String, and_, cast, exists, literal, select, tuple_
 from sqlalchemy.orm import Session
 
+from automail.db import take_write_lock
 from automail.models import Customer, Mail, Order, OrderLine, Shipment
 from automail.states import ORDER_CONFIRMATION
 
@@ -71,8 +72,8 @@ def stream_sources(
         and_(Mail.shop_id == shop_id, Mail.kind == kind, Mail.source_key == key_expr)
     )
     cols = [
-        time_col.label("t"),
-        id_col.label("k"),
+        time_col.label("ev_time"),
+        id_col.label("ev_id"),
         *_columns(Order, ORDER_COLS, "o_"),
         *_columns(Customer, CUSTOMER_COLS, "c_"),
     ]
@@ -94,10 +95,11 @@ def stream_sources(
     after: tuple[datetime, int] | None = None
     while True:
         page = query if after is None else query.where(tuple_(time_col, id_col) > after)
+        take_write_lock(session)
         rows = session.execute(page).all()
         if not rows:
             return
-        after = (rows[-1].t, rows[-1].k)
+        after = (rows[-1].ev_time, rows[-1].ev_id)
         lines = _lines_for(session, [r.o_id for r in rows])
         yield [
             SourceRow(
