@@ -57,6 +57,14 @@ STATUS_FALLBACK = {
     "7.7": "securityerror",
     "7.9": "policyviolation",
 }
+# Last resort: RFC 5321 reply codes that carry a meaning of their own.
+REPLY_CODE_FALLBACK = {
+    421: "toomanyconn",
+    450: "onhold",
+    451: "systemerror",
+    452: "mailboxfull",
+    552: "mailboxfull",
+}
 SUBJECT_FALLBACK = {
     "1": "undefined",
     "2": "mailboxfull",
@@ -103,20 +111,11 @@ def reason_for(smtp_code: int | None, enhanced: str | None, text: str = "") -> s
         fallback = STATUS_FALLBACK.get(f"{subject}.{detail}") or SUBJECT_FALLBACK.get(subject)
         if fallback and not (subject == "0" or enhanced.endswith(".0.0")):
             return fallback
-    generic = match_reason(text)
-    if generic:
-        return generic
-    if smtp_code in (421, 450, 451, 452):
-        return {421: "toomanyconn", 450: "onhold", 451: "systemerror", 452: "mailboxfull"}[
-            smtp_code
-        ]
-    if smtp_code in (552,):
-        return "mailboxfull"
-    return "undefined"
+    return match_reason(text) or REPLY_CODE_FALLBACK.get(smtp_code or 0, "undefined")
 
 
 def is_decisive(enhanced: str | None) -> bool:
-    return bool(enhanced) and ("5" + enhanced[1:]) in DECISIVE_STATUS  # type: ignore[index]
+    return enhanced is not None and "5" + enhanced[1:] in DECISIVE_STATUS
 
 
 def refine_user_unknown(

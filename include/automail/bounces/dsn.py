@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from email.message import Message
 
 from automail.bounces.codes import (
     find_enhanced,
@@ -12,7 +11,7 @@ from automail.bounces.codes import (
     reason_for,
     refine_user_unknown,
 )
-from automail.bounces.mime import iter_leaves, one_line, part_text
+from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
 from automail.bounces.nonstandard import segment_for
 from automail.bounces.rules import match_reason
@@ -50,10 +49,6 @@ def parse_fields(text: str) -> list[dict[str, str]]:
     if current:
         blocks.append(current)
     return blocks
-
-
-def delivery_status_text(msg: Message) -> str:
-    return "\n\n".join(part_text(p) for p in iter_leaves(msg) if p.get_content_type() in DSN_TYPES)
 
 
 def address_of(value: str | None) -> str | None:
@@ -109,9 +104,11 @@ def _recipient(block: dict[str, str], human_text: str, addrs: list[str]) -> Boun
         return BounceRecipient(
             recipient, "none", status, smtp_code, "delivered", one_line(diag or action)
         )
-    text = diag if match_reason(diag) or not human_text else diag + "\n" + human_text
+    # Vague diagnostic: add what the human-readable part says about this recipient.
+    context = diag + "\n" + (segment or human_text)
+    text = diag if match_reason(diag) else context
     reason = refine_user_unknown(
-        reason_for(smtp_code, status, text), status, diag + "\n" + human_text, remote_status
+        reason_for(smtp_code, status, text), status, context, remote_status
     )
     outcome = outcome_for(reason, smtp_code, status)
     if action == "delayed":  # still queued: whatever the wording, nothing is final yet

@@ -66,15 +66,15 @@ def _is_service(address: str) -> bool:
 
 
 def pick_recipients(
-    explanation: str, exclude: set[str], preferred: list[str], sent_to: list[str]
+    explanation: str, exclude: set[str], failed_header: list[str], sent_to: list[str]
 ) -> list[str]:
     """Failed recipients: explicit header list, else addresses the text lists, else To.
 
     Bounces list failed addresses at the start of a line ("<a@b>:", "  a@b", "550 <a@b>...");
     addresses inside sentences are more often the sender, a helpdesk or a quoted header.
     """
-    if preferred:
-        return preferred
+    if failed_header:  # Exim's X-Failed-Recipients is authoritative
+        return failed_header
     senders = set(addresses(" ".join(_SENDER_CONTEXT_RE.findall(explanation))))
     skip = exclude | senders
     listed = [a.strip(".").lower() for a in _LISTED_RE.findall(explanation)]
@@ -119,16 +119,14 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
         text = segment if says_something else explanation
         reason, code, status = _classify(text, explanation)
         outcome = outcome_for(reason, code, status)
-        if delayed and outcome == "hard" and not (status or code):
-            outcome = "soft"
-        elif delayed and not (status or code):
+        permanent = (code or 0) >= 500 or (status or "").startswith("5.")
+        if delayed and not permanent:  # a delay warning is not final, whatever it quotes
             outcome, reason = "soft", "expired" if reason == "undefined" else reason
-        diag = _diagnostic_line(text, addr)
-        out.append(BounceRecipient(addr, outcome, status, code, reason, diag))
+        out.append(BounceRecipient(addr, outcome, status, code, reason, _diagnostic_line(text)))
     return out
 
 
-def _diagnostic_line(text: str, addr: str | None) -> str:
+def _diagnostic_line(text: str) -> str:
     """The most telling line: one with a reply code or a known phrase, else the first line."""
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for line in lines:

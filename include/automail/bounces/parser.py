@@ -32,6 +32,7 @@ from automail.bounces.signals import (
 
 __all__ = ["BounceRecipient", "ParsedBounce", "classify_smtp", "parse_bounce"]
 
+_OWN_HEADERS = ("From", "To", "Return-Path", "Reply-To", "Delivered-To", "X-Original-To", "Sender")
 _MAX_BYTES = 5_000_000  # a bounce larger than this is cut: its tail is the returned original
 _EMBEDDED_DSN_RE = re.compile(r"^(final|original)-recipient:", re.I | re.M)
 _INTRO_RE = re.compile(
@@ -101,15 +102,7 @@ def _nonstandard(
 ) -> ParsedBounce:
     # Addresses of the bounce itself and of the original sender are never failed recipients.
     own = set(addresses(original.get("from", "") + " " + original.get("return-path", "")))
-    for name in (
-        "From",
-        "To",
-        "Return-Path",
-        "Reply-To",
-        "Delivered-To",
-        "X-Original-To",
-        "Sender",
-    ):
+    for name in _OWN_HEADERS:
         own.update(addresses(get(msg, name)))
     failed = addresses(get(msg, "X-Failed-Recipients"))
     sent_to = addresses(original.get("to", ""))
