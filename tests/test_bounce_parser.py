@@ -250,6 +250,24 @@ def test_classify_smtp_reads_codes_from_text() -> None:
     assert classify_smtp(None, None, "452 4.2.2 Over quota")[0] == "soft"
 
 
+# --- auto-replies that look like bounces ---------------------------------------------------
+AUTOREPLY_LOOKALIKES = [
+    b"From: Ken <ken@example.com>\nSubject: Automatic reply: Undeliverable: Your order\n"
+    b"Auto-Submitted: auto-replied\n\nI am away. Mail to me could not be delivered quickly.\n",
+    b"From: Ken <ken@example.com>\nSubject: Out of Office: Returned mail: see transcript\n\n"
+    b"550 5.1.1 User unknown (quoted from the mail I am replying to)\n",
+    "From: ken@example.jp\nSubject: 【自動返信】配信エラーのお問い合わせについて\n\n"
+    "ただいま不在にしております。\n".encode(),
+]
+
+
+@pytest.mark.parametrize("raw", AUTOREPLY_LOOKALIKES)
+def test_autoreply_lookalikes_are_not_bounces(raw: bytes) -> None:
+    parsed = parse_bounce(raw)
+    assert parsed.kind == "autoreply" and not parsed.is_bounce
+    assert parsed.recipients[0].recipient in ("ken@example.com", "ken@example.jp")
+
+
 # --- hostile input -------------------------------------------------------------------------
 HOSTILE = [
     b"",

@@ -38,16 +38,25 @@ _VACATION_SUBJECT_RE = re.compile(
 )
 
 
+# "Automatic reply: <their subject>": what follows the prefix is someone else's subject.
+_AUTOREPLY_PREFIX_RE = re.compile(
+    r"^\W*(automatic reply|auto(matische antwort)?|out of office( reply| autoreply)?"
+    r"|autoreply|réponse automatique|自動返信|自動応答)\W",
+    re.I,
+)
+
+
 def get(msg: Message, name: str) -> str:
     return header_text(msg.get(name))
 
 
 def has_bounce_signals(msg: Message) -> bool:
-    from_ = get(msg, "From")
     subject = get(msg, "Subject")
+    if _AUTOREPLY_PREFIX_RE.match(subject):
+        subject = ""  # "Automatic reply: Undeliverable: ..." is an auto-reply, not a bounce
     return bool(
         msg.get("X-Failed-Recipients")
-        or _DAEMON_FROM_RE.search(from_)
+        or _DAEMON_FROM_RE.search(get(msg, "From"))
         or _BOUNCE_SUBJECT_RE.search(subject)
     )
 
