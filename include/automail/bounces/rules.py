@@ -81,16 +81,17 @@ _RAW_RULES: list[tuple[str, str]] = [
         "suspend",
     ),
     # --- the address is wrong: hard ---------------------------------------------------------
-    (r"has moved|address (has )?changed|moved to|no forwarding address|user has moved", "hasmoved"),
+    (r"has moved|address (has )?changed|no forwarding address", "hasmoved"),
     (
-        r"indicated no smtp service|(domain|host|system) does not accept mail|does not accept e?-?mail|null mx"
-        r"|not accepting (any )?(e?-?mail|messages)|accepts? no mail",
+        r"indicated no smtp service|(domain|host|system) does not accept mail|null mx"
+        r"|does not accept e?-?mail|not accepting (any )?(e?-?mail|messages)|accepts? no mail",
         "notaccept",
     ),
     # DNS trouble that may clear up: "try again" is the resolver saying it is temporary.
     (
-        r"host not found, try again|malformed or unexpected name server reply|name service error"
-        r".{0,80}(try again|malformed|timed out|server failure)|temporary dns|dns (timeout|servfail)",
+        r"host not found, try again|malformed or unexpected name server reply"
+        r"|name service error.{0,80}(try again|malformed|timed out|server failure)"
+        r"|temporary dns|dns (timeout|servfail)",
         "networkerror",
     ),
     (
