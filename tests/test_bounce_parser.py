@@ -268,6 +268,20 @@ def test_autoreply_lookalikes_are_not_bounces(raw: bytes) -> None:
     assert parsed.recipients[0].recipient in ("ken@example.com", "ken@example.jp")
 
 
+def test_ses_delivery_notification_is_not_a_bounce() -> None:
+    body = (
+        '{"notificationType":"Delivery","mail":{"headers":[{"name":"Message-ID",'
+        '"value":"<mail-7.x@automail.local>"}]},"delivery":{"recipients":["A@Example.com"]}}'
+    )
+    raw = b"From: no-reply@sns.amazonaws.com\nSubject: AWS Notification Message\n\n"
+    parsed = parse_bounce(raw + body.encode())
+    assert not parsed.is_bounce
+    assert parsed.original_message_id == "mail-7.x@automail.local"
+    assert [(r.recipient, r.outcome, r.reason) for r in parsed.recipients] == [
+        ("a@example.com", "none", "delivered")
+    ]
+
+
 # --- hostile input -------------------------------------------------------------------------
 HOSTILE = [
     b"",

@@ -68,7 +68,7 @@ def parse_ses(text: str) -> ParsedBounce | None:
         reason, out_kind = "feedback", "feedback"
     elif kind == "delivery":
         items = [{"emailAddress": a} for a in (data.get("delivery") or {}).get("recipients", [])]
-        reason, out_kind = "delivered", "dsn"
+        reason, out_kind = "delivered", "nonstandard"
     else:
         return None
     for item in items:
