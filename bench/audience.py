@@ -113,7 +113,7 @@ def generate(engine, n: int) -> float:  # noqa: ANN001
             text("""
             INSERT INTO orders (shop_id, customer_id, order_number, ordered_at, purchase_count,
                 subtotal, shipping_fee, tax, total)
-            SELECT 1, 1 + (g * 7919) % :n, 'O' || g,
+            SELECT 1, 1 + (g::bigint * 7919) % :n, 'O' || g,
                    TIMESTAMPTZ '2025-06-01' + (g % 365) * INTERVAL '1 day', 1, 1000, 0, 100, 1100
             FROM generate_series(1, :m) AS g"""),
             {"n": n, "m": n // 2},
