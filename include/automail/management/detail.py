@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import formataddr
+from email.errors import HeaderParseError
+from email.headerregistry import Address
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -80,10 +81,18 @@ class MailDetail:
         return self.status in ACTION_FROM.get(action, ())
 
 
+def _display(name: str | None, address: str) -> str:
+    try:
+        return str(Address(display_name=name or "", addr_spec=address))
+    except (ValueError, IndexError, HeaderParseError):  # unparsable stored address: raw
+        return f"{name} <{address}>" if name else address
+
+
 def headers_of(mail: Mail) -> list[tuple[str, str]]:
     """The headers the mail carries (or will carry), in the order a reader expects."""
     out = [
-        ("From", formataddr((mail.from_name or "", mail.from_address))),
+        # Readable (not RFC 2047-encoded) display form; the sender encodes on the wire.
+        ("From", _display(mail.from_name, mail.from_address)),
         ("To", mail.to_address),
     ]
     if mail.reply_to:
