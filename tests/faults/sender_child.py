@@ -1,0 +1,105 @@
+"""The sending process the fault suite kills: the real `run_send_cycle`, nothing mocked.
+
+Modes (all print one line per event on stdout and flush it):
+
+- `serve URL PORT`: a fork server. It imports everything once, then for each stdin
+  line `run RUN_ID NOW_ISO` forks a fresh process that opens its own engine, prints
+  `ready PID`, runs one whole send cycle at time NOW (`-` = the real clock) and
+  prints `done PID {summary json}`. The server prints `exit PID CODE` when the
+  process ended (CODE = -9 after SIGKILL). Forking instead of starting a new Python
+  keeps 100+ kills inside the time budget; each forked process is still a separate
+  OS process with its own connections, killed by the parent with SIGKILL.
+- `loop URL PORT RUN_PREFIX STOP_FILE`: send cycles back to back on the real clock
+  until STOP_FILE exists and a cycle found nothing; prints `ready`, then
+  `done {totals json}` (the concurrent-runs test starts two of these).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from automail.db import make_engine, session_factory
+from automail.sending import SendSummary, SmtpConfig, run_send_cycle
+
+
+def say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def _smtp(port: int) -> SmtpConfig:
+    return SmtpConfig(host="127.0.0.1", port=port, timeout=10)
+
+
+def _engine(url: str):  # noqa: ANN202
+    engine = make_engine(url)
+    with engine.connect() as conn:  # connected before "ready": kills land in the cycle
+        conn.exec_driver_sql("SELECT 1")
+    return engine
+
+
+def run_one(url: str, port: int, run_id: str, now: datetime | None) -> None:
+    engine = _engine(url)
+    say(f"ready {os.getpid()}")
+    summary = run_send_cycle(session_factory(engine), _smtp(port), run_id, now)
+    say(f"done {os.getpid()} {json.dumps(summary.as_dict())}")
+
+
+def serve(url: str, port: int) -> None:
+    for line in sys.stdin:
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "quit":
+            return
+        _, run_id, when = parts
+        now = None if when == "-" else datetime.fromisoformat(when)
+        pid = os.fork()
+        if pid == 0:  # the sender: its own engine, its own connections
+            code = 0
+            try:
+                run_one(url, port, run_id, now)
+            except BaseException as exc:  # reported to the parent, which fails the test
+                say(f"error {os.getpid()} {type(exc).__name__}: {exc}")
+                code = 1
+            finally:
+                os._exit(code)
+        say(f"pid {pid}")
+        _, status = os.waitpid(pid, 0)
+        say(f"exit {pid} {os.waitstatus_to_exitcode(status)}")
+
+
+def loop(url: str, port: int, prefix: str, stop_file: Path) -> None:
+    factory = session_factory(_engine(url))
+    total = SendSummary()
+    say("ready")
+    n = 0
+    while True:
+        stopping = stop_file.exists()
+        summary = run_send_cycle(factory, _smtp(port), f"{prefix}-{n}")
+        total.merge(summary)
+        n += 1
+        if summary.claimed == 0:
+            if stopping:
+                break
+            time.sleep(0.005)
+    say(f"done {json.dumps({'cycles': n, **total.as_dict()})}")
+
+
+def main(argv: list[str]) -> None:
+    mode, url, port = argv[0], argv[1], int(argv[2])
+    if mode == "serve":
+        serve(url, port)
+    elif mode == "loop":
+        loop(url, port, argv[3], Path(argv[4]))
+    else:
+        raise SystemExit(f"unknown mode {mode!r}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
