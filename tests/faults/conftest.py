@@ -115,8 +115,15 @@ class SinkProcess:
     def start(self) -> SinkProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "automail.smtp_sink", "--port", str(self.port),
-             "--dir", str(self.dir)],
+            [
+                sys.executable,
+                "-m",
+                "automail.smtp_sink",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.dir),
+            ],
             stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 20

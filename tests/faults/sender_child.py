@@ -5,8 +5,10 @@ Modes (all print one line per event on stdout and flush it):
 - `serve URL PORT`: a fork server. It imports everything once, then for each stdin
   line `run RUN_ID NOW_ISO` forks a fresh process that opens its own engine, prints
   `ready PID`, runs one whole send cycle at time NOW (`-` = the real clock) and
-  prints `done PID {summary json}`. The server prints `exit PID CODE` when the
-  process ended (CODE = -9 after SIGKILL). Forking instead of starting a new Python
+  prints `done PID {summary json}`. The next stdin line is `kill` (the server sends
+  it SIGKILL, whether it is still running or not) or `wait`; then the server reaps
+  it and prints `exit PID CODE` (CODE = -9 when the kill hit it running). Only the
+  server, its parent, signals it, before reaping it, so a pid is never reused. Forking instead of starting a new Python
   keeps 100+ kills inside the time budget; each forked process is still a separate
   OS process with its own connections, killed by the parent with SIGKILL.
 - `loop URL PORT RUN_PREFIX STOP_FILE`: send cycles back to back on the real clock
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import time
 from datetime import datetime
@@ -70,6 +73,8 @@ def serve(url: str, port: int) -> None:
             finally:
                 os._exit(code)
         say(f"pid {pid}")
+        if sys.stdin.readline().strip() == "kill":
+            os.kill(pid, signal.SIGKILL)  # unreaped, so still ours even if it has exited
         _, status = os.waitpid(pid, 0)
         say(f"exit {pid} {os.waitstatus_to_exitcode(status)}")
 

@@ -90,7 +90,11 @@ class ForkServer:
         self.expect("ready")
         return pid
 
-    def wait_exit(self, timeout: float = 120) -> int:
+    def finish(self, kill: bool, timeout: float = 120) -> int:
+        """SIGKILL the sender now (kill) or let it finish; returns its exit code."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("kill\n" if kill else "wait\n")
+        self.proc.stdin.flush()
         return int(self.expect("exit", timeout).split()[2])
 
     def close(self) -> None:
@@ -108,9 +112,12 @@ class ForkServer:
 def _open_mails(engine: Engine, ids: list[int]) -> int:
     """Mails of the round not yet in a final state (still to be sent by someone)."""
     with session_factory(engine)() as s:
-        return s.scalar(
-            select(func.count()).where(Mail.id.in_(ids), Mail.status.in_(("unsent", "error")))
-        ) or 0
+        return (
+            s.scalar(
+                select(func.count()).where(Mail.id.in_(ids), Mail.status.in_(("unsent", "error")))
+            )
+            or 0
+        )
 
 
 @pytest.mark.parametrize(
@@ -144,7 +151,7 @@ def test_sigkill_the_sender_loses_nothing_and_sends_nothing_twice(
             all_ids += queue_mails(engine, shop, mails_per_round, "calibrate")
             t0 = time.monotonic()
             sender("calibrate")
-            assert server.wait_exit() == 0
+            assert server.finish(kill=False) == 0
             per_mail = (time.monotonic() - t0) / mails_per_round
 
             rounds = 0
@@ -157,21 +164,17 @@ def test_sigkill_the_sender_loses_nothing_and_sends_nothing_twice(
                     if kills >= kills_wanted:
                         break
                     window = per_mail * (_open_mails(engine, ids) + 2)
-                    pid = sender(f"r{rounds}")
+                    sender(f"r{rounds}")
                     time.sleep(rng.uniform(0, window))
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass  # already gone; the exit code says whether it finished
-                    code = server.wait_exit()
+                    code = server.finish(kill=True)
                     if code == -signal.SIGKILL:
                         kills += 1
                     else:
                         assert code == 0, f"sender exited with {code}"
                 sender(f"r{rounds}-finish")  # recovers the last kill's leases, sends the rest
-                assert server.wait_exit() == 0
+                assert server.finish(kill=False) == 0
             sender("final")
-            assert server.wait_exit() == 0
+            assert server.finish(kill=False) == 0
         finally:
             server.close()
         counts = sink.message_id_counts()
