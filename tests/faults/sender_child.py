@@ -14,6 +14,9 @@ Modes (all print one line per event on stdout and flush it):
 - `loop URL PORT RUN_PREFIX STOP_FILE`: send cycles back to back on the real clock
   until STOP_FILE exists and a cycle found nothing; prints `ready`, then
   `done {totals json}` (the concurrent-runs test starts two of these).
+- `batch URL PORT CLAIM_ID IDS_FILE GO_FILE`: one `send_batch` of the ids in IDS_FILE
+  (JSON) under CLAIM_ID, started when GO_FILE appears; as when Airflow runs a mapped
+  send task a second time while the first try still runs.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from datetime import datetime
 from pathlib import Path
 
 from automail.db import make_engine, session_factory
-from automail.sending import SendSummary, SmtpConfig, run_send_cycle
+from automail.sending import SendSummary, SmtpConfig, run_send_cycle, send_batch
 
 
 def say(line: str) -> None:
@@ -96,10 +99,22 @@ def loop(url: str, port: int, prefix: str, stop_file: Path) -> None:
     say(f"done {json.dumps({'cycles': n, **total.as_dict()})}")
 
 
+def batch(url: str, port: int, claim_id: str, ids_file: Path, go_file: Path) -> None:
+    factory = session_factory(_engine(url))
+    ids = json.loads(ids_file.read_text())
+    say("ready")
+    while not go_file.exists():
+        time.sleep(0.001)
+    summary = send_batch(factory, ids, claim_id, _smtp(port), "fault-suite")
+    say(f"done {json.dumps(summary.as_dict())}")
+
+
 def main(argv: list[str]) -> None:
     mode, url, port = argv[0], argv[1], int(argv[2])
     if mode == "serve":
         serve(url, port)
+    elif mode == "batch":
+        batch(url, port, argv[3], Path(argv[4]), Path(argv[5]))
     elif mode == "loop":
         loop(url, port, argv[3], Path(argv[4]))
     else:

@@ -1,0 +1,156 @@
+"""Two send runs at once over the same queue: nothing is sent twice (issue 8, F3).
+
+1. Two sender processes (tests/faults/sender_child.py `loop`) run send cycles back to
+   back while new mails keep arriving in waves, so both really claim and send.
+2. The same claimed batch is sent by two processes at once, as when Airflow starts a
+   second try of a mapped send task while the first still runs.
+Both on PostgreSQL (SKIP LOCKED) and SQLite (write lock). Every mail must end `sent`
+with exactly one message at the sink (a separate process) carrying its Message-ID.
+
+Knobs: FAULTS_CONCURRENT_WAVES (default 30 waves of FAULTS_CONCURRENT_WAVE=20 mails,
+after an initial queue of 200), FAULTS_SEED.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from automail.db import session_factory
+from automail.sending import plan_run
+
+from .conftest import (
+    SENDER_CHILD,
+    FaultTotals,
+    SinkProcess,
+    env_int,
+    fault_shop,
+    judge,
+    queue_mails,
+)
+
+STORES = pytest.mark.parametrize("store_url", ["postgres", "sqlite"], indirect=True)
+
+
+def _spawn(*args: str) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, str(SENDER_CHILD), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    assert line == "ready", f"sender did not start: {line!r}"
+    return proc
+
+
+def _result(proc: subprocess.Popen, timeout: float = 180) -> dict:
+    out, _ = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, f"sender exited with {proc.returncode}: {out}"
+    [line] = [x for x in out.splitlines() if x.startswith("done ")]
+    return json.loads(line[5:])
+
+
+def _record(totals: FaultTotals, name: str, runs: int, verdict, extra: dict) -> None:  # noqa: ANN001
+    totals.runs += runs
+    totals.mails += verdict.mails
+    totals.sent += verdict.sent
+    totals.lost += len(verdict.lost)
+    totals.duplicated += len(verdict.duplicated)
+    info = {
+        "mails": verdict.mails,
+        "sent": verdict.sent,
+        "lost": len(verdict.lost),
+        "duplicated": len(verdict.duplicated),
+        **extra,
+    }
+    totals.lines.append(f"{name}: {json.dumps(info)}")
+
+
+def _assert_all_sent_once(verdict) -> None:  # noqa: ANN001
+    assert verdict.duplicated == [], f"Message-IDs received twice: {verdict.duplicated}"
+    assert verdict.lost == [], f"mails not sent: {verdict.lost}"
+    assert verdict.strays == []
+    assert verdict.sent == verdict.mails
+
+
+@STORES
+def test_two_send_runs_over_one_queue_send_each_mail_once(
+    engine: Engine, store_url: str, tmp_path: Path, fault_totals: FaultTotals
+) -> None:
+    waves = env_int("FAULTS_CONCURRENT_WAVES", 30)
+    wave = env_int("FAULTS_CONCURRENT_WAVE", 20)
+    shop = fault_shop(engine)
+    ids = queue_mails(engine, shop, 200, "concurrent")
+    stop = tmp_path / "stop"
+    with SinkProcess(tmp_path / "sink") as sink:
+        procs = [_spawn("loop", store_url, str(sink.port), name, str(stop)) for name in "ab"]
+        try:
+            for _ in range(waves):
+                ids += queue_mails(engine, shop, wave, "concurrent")
+                time.sleep(0.03)
+            stop.touch()
+            results = [_result(p) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        counts = sink.message_id_counts()
+    with session_factory(engine)() as session:
+        verdict = judge(session, ids, counts)
+    sent_by = [r["sent"] for r in results]
+    _record(
+        fault_totals,
+        f"concurrent runs ({engine.dialect.name})",
+        sum(r["cycles"] for r in results),
+        verdict,
+        {"sent_by_run": sent_by},
+    )
+    _assert_all_sent_once(verdict)
+    assert sum(sent_by) == len(ids)
+    assert all(n > 0 for n in sent_by), f"one run never got a mail: {sent_by}"
+
+
+@STORES
+def test_same_batch_sent_by_two_processes_at_once_sends_each_mail_once(
+    engine: Engine, store_url: str, tmp_path: Path, fault_totals: FaultTotals
+) -> None:
+    shop = fault_shop(engine)
+    ids = queue_mails(engine, shop, 150, "twice")
+    plan = plan_run(session_factory(engine), "twice", datetime.now(UTC))
+    [batch] = plan.batches
+    assert sorted(batch) == ids
+    (tmp_path / "ids.json").write_text(json.dumps(batch))
+    go = tmp_path / "go"
+    with SinkProcess(tmp_path / "sink") as sink:
+        args = ("batch", store_url, str(sink.port), plan.claim_id, str(tmp_path / "ids.json"))
+        procs = [_spawn(*args, str(go)) for _ in range(2)]
+        try:
+            go.touch()
+            results = [_result(p) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        counts = sink.message_id_counts()
+    with session_factory(engine)() as session:
+        verdict = judge(session, ids, counts)
+    _record(
+        fault_totals,
+        f"same batch twice ({engine.dialect.name})",
+        2,
+        verdict,
+        {"sent_by_try": [r["sent"] for r in results], "skipped": [r["skipped"] for r in results]},
+    )
+    _assert_all_sent_once(verdict)
