@@ -35,6 +35,7 @@ SETTINGS: dict[str, SettingSpec] = {
     "lookback_shipping_notice_minutes": SettingSpec(7 * 24 * 60, "A3: 1 week"),
     "lookback_follow_up_minutes": SettingSpec(92 * 24 * 60, "A3: 3 months"),
     "creation_overlap_minutes": SettingSpec(24 * 60, "A2: re-cover this much before each run"),
+    "creation_partitions": SettingSpec(2, "F3: parallel creation tasks per run"),
     "creation_chunk_size": SettingSpec(5000, "A2: source rows read and inserted per chunk"),
     "follow_up_delay_minutes": SettingSpec(7 * 24 * 60, "A3: follow-up due after shipment"),
     "domain_rate_per_minute": SettingSpec(0, "per recipient domain per run-minute; 0 = off"),

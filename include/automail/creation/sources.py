@@ -62,7 +62,14 @@ def _pick(row: object, names: tuple[str, ...], prefix: str) -> SimpleNamespace:
 
 
 def stream_sources(
-    session: Session, shop_id: int, kind: str, lower: datetime, upper: datetime, chunk_size: int
+    session: Session,
+    shop_id: int,
+    kind: str,
+    lower: datetime,
+    upper: datetime,
+    chunk_size: int,
+    partition: int = 0,
+    partitions: int = 1,
 ) -> Iterator[list[SourceRow]]:
     by_order = kind == ORDER_CONFIRMATION
     time_col = Order.ordered_at if by_order else Shipment.confirmed_at
@@ -91,6 +98,8 @@ def stream_sources(
         .order_by(time_col, id_col)
         .limit(chunk_size)
     )
+    if partitions > 1:  # parallel workers split a window by event id
+        query = query.where(id_col % partitions == partition)
 
     after: tuple[datetime, int] | None = None
     while True:
