@@ -9,7 +9,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
-EXPECTED = {"automail_create_transactional", "automail_send"}
+EXPECTED = {
+    "automail_create_transactional",
+    "automail_send",
+    "automail_campaigns",
+    "automail_step_mails",
+}
 
 
 @pytest.fixture(scope="module")
