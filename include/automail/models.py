@@ -25,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -304,6 +305,9 @@ class Mail(Base):
     lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
     bounce_outcome: Mapped[str | None] = mapped_column(String(8))  # hard/soft after a DSN (E1)
     created_by: Mapped[str | None] = mapped_column(String(250))  # DAG run id or staff actor
+    # 0003 (management): false on insert, so inserts skip the partial trigram indexes;
+    # automail.search_index.index_pending flips it in the background.
+    search_indexed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     attempts: Mapped[list[SendAttempt]] = relationship(order_by="SendAttempt.id")
     events: Mapped[list[MailEvent]] = relationship(order_by="MailEvent.id")
@@ -311,6 +315,18 @@ class Mail(Base):
 
 # 0002 (sending): lease recovery finds lapsed claims without scanning the queue.
 Index("ix_mails_claim", Mail.claimed_by, Mail.lease_until, **_not_null("claimed_by"))
+
+# 0003 (management): the search screen's page, count and sent range (see that migration;
+# the trigram GIN indexes `WHERE search_indexed` are PostgreSQL-only DDL there).
+Index("ix_mails_status_created", Mail.status, Mail.created_at, Mail.id)
+Index("ix_mails_created", Mail.created_at, Mail.id)
+Index("ix_mails_status_sent", Mail.status, Mail.sent_at, **_not_null("sent_at"))
+Index(
+    "ix_mails_search_pending",
+    Mail.id,
+    postgresql_where=text("NOT search_indexed"),
+    sqlite_where=text("NOT search_indexed"),
+)
 
 
 class SendAttempt(Base):

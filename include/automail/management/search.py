@@ -1,6 +1,13 @@
 """Search over the mail store (B2): the screen's filters, parsed from text with
 field-named errors, turned into one SQL query for the page, the count, the ids
 ("select all matching") and the CSV export.
+
+The work of a page is bounded over millions of mails: rows come newest first from the
+`(status, created_at, id)` / `(created_at, id)` indexes with LIMIT, and the count stops
+at COUNT_CAP + 1 matches (shown as "10,000+"). A body search on PostgreSQL reads mails
+already indexed through the partial trigram indexes and the few not yet indexed
+(automail.search_index) through the partial pending index; SQLite scans with
+lower() LIKE. `%` and `_` typed by the user are literal on both stores.
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, and_, func, literal, not_, or_, select
 from sqlalchemy.orm import Session
 
 from automail.models import Mail, Shop
@@ -22,6 +29,7 @@ SORTS = ("created_desc", "created_asc")
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 50
 LIKE_ESCAPE = "\\"
+COUNT_CAP = 10_000  # exact count up to this many matches, then "10,000+"
 
 
 class FilterError(ValueError):
@@ -169,19 +177,31 @@ def where_clauses(session: Session, f: MailFilter) -> list[Any]:
     if f.sent_to:
         clauses.append(Mail.sent_at < day_start(f.sent_to + timedelta(days=1), f.tz))
     if f.body:
-        pattern = like_pattern(f.body)
-        clauses.append(
-            or_(
-                Mail.body_text.ilike(pattern, escape=LIKE_ESCAPE),
-                Mail.body_html.ilike(pattern, escape=LIKE_ESCAPE),
-            )
-        )
+        clauses.append(body_clause(session, f.body))
     if f.shop:
         shop_id = session.scalar(select(Shop.id).where(Shop.code == f.shop))
         if shop_id is None:
             raise FilterError([f"shop: {f.shop!r} is not a shop code"])
         clauses.append(Mail.shop_id == shop_id)
     return clauses
+
+
+def body_clause(session: Session, body: str) -> Any:
+    """Partial match on the text or HTML body, % and _ literal, any case.
+
+    PostgreSQL: the same ILIKE twice, once under `search_indexed` (implies the partial
+    trigram GIN indexes' predicate, so the planner can use them) and once under
+    `NOT search_indexed` (the partial pending index): a BitmapOr of small scans instead
+    of a scan of every body. SQLite: ILIKE renders as lower() LIKE lower() ESCAPE.
+    """
+    pattern = like_pattern(body)
+    match = or_(
+        Mail.body_text.ilike(pattern, escape=LIKE_ESCAPE),
+        Mail.body_html.ilike(pattern, escape=LIKE_ESCAPE),
+    )
+    if session.get_bind().dialect.name != "postgresql":
+        return match
+    return or_(and_(Mail.search_indexed, match), and_(not_(Mail.search_indexed), match))
 
 
 def base_query(session: Session, f: MailFilter) -> Select[Any]:
@@ -204,12 +224,29 @@ class ResultRow:
 @dataclass(frozen=True)
 class SearchResult:
     filter: MailFilter
-    total: int
+    total: int  # exact when not `capped`; COUNT_CAP when there are more matches
     rows: list[ResultRow]
+    capped: bool = False  # more than COUNT_CAP mails match
+
+    @property
+    def total_label(self) -> str:
+        """What the screen and CLI print: "1,234" or "10,000+"."""
+        return f"{self.total:,}+" if self.capped else f"{self.total:,}"
 
     @property
     def pages(self) -> int:
+        """Pages within the counted matches (at least 1); more may follow when capped."""
         return max(1, -(-self.total // self.filter.per_page))
+
+    @property
+    def pages_label(self) -> str:
+        return f"{self.pages:,}+" if self.capped else f"{self.pages:,}"
+
+    @property
+    def has_next(self) -> bool:
+        return self.filter.page < self.pages or (
+            self.capped and len(self.rows) == self.filter.per_page
+        )
 
 
 def _ordering(f: MailFilter) -> tuple[Any, Any]:
@@ -218,9 +255,17 @@ def _ordering(f: MailFilter) -> tuple[Any, Any]:
     return Mail.created_at.desc(), Mail.id.desc()
 
 
+def capped_count(session: Session, clauses: list[Any], cap: int = COUNT_CAP) -> tuple[int, bool]:
+    """(count, capped): stops reading after cap + 1 matches, so an unselective search
+    costs a bounded scan instead of counting every match."""
+    limited = select(literal(1)).select_from(Mail).where(*clauses).limit(cap + 1).subquery()
+    n = session.scalar(select(func.count()).select_from(limited)) or 0
+    return (cap, True) if n > cap else (n, False)
+
+
 def search(session: Session, f: MailFilter) -> SearchResult:
     clauses = where_clauses(session, f)
-    total = session.scalar(select(func.count()).select_from(Mail).where(*clauses)) or 0
+    total, capped = capped_count(session, clauses)
     query = (
         select(
             Mail.id,
@@ -252,7 +297,7 @@ def search(session: Session, f: MailFilter) -> SearchResult:
         )
         for r in session.execute(query)
     ]
-    return SearchResult(filter=f, total=total, rows=rows)
+    return SearchResult(filter=f, total=total, rows=rows, capped=capped)
 
 
 def matching_ids(
