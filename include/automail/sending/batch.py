@@ -56,11 +56,17 @@ UPDATE customers SET consecutive_failures=0
   WHERE id=:f_cid AND email=:f_to AND consecutive_failures<>0;
 """
 PG_START_SQL = """
-WITH m AS (UPDATE mails SET attempt_count=:s_n, lease_until=:s_lease, message_id=:s_mid
-  WHERE id=:s_mail AND claimed_by=:s_claim RETURNING id)
+WITH l AS (SELECT id FROM mails
+  WHERE id=:s_mail AND claimed_by=:s_claim AND attempt_count=:s_n - 1
+  FOR NO KEY UPDATE SKIP LOCKED),
+m AS (UPDATE mails SET attempt_count=:s_n, lease_until=:s_lease, message_id=:s_mid
+  FROM l WHERE mails.id = l.id RETURNING mails.id)
 INSERT INTO send_attempts (mail_id, attempt_no, claim_id, started_at, outcome)
   SELECT id, :s_n, :s_claim, :s_now, 'in_flight' FROM m RETURNING id
 """
+# Two tries of one batch at once (Airflow re-running a mapped task while the first try
+# still runs) must never both send a mail: the start is fenced on attempt_count and
+# skips a row another transaction is writing (NO KEY UPDATE: FK checks pass it).
 
 
 @dataclass(frozen=True)
@@ -113,7 +119,12 @@ class BatchSender:
 
     # -- step 1: in flight ----------------------------------------------------------
     def start_attempt(self, mail: Mail, message_id: str, now: datetime) -> int | None:
-        """Write the in_flight attempt if we still hold the claim; returns its id."""
+        """Write the in_flight attempt if we still hold the claim; returns its id.
+
+        The attempt_count check fences a second process sending the same batch under
+        the same claim (Airflow re-running a mapped task while the first try still
+        runs): whoever starts the attempt first wins, the other skips the mail.
+        """
         if self.pg:
             params = {
                 "s_n": mail.attempt_count + 1,
@@ -131,7 +142,11 @@ class BatchSender:
             return self.session.execute(text(sql + PG_START_SQL), params).scalar()
         res = self.session.execute(
             update(Mail)
-            .where(Mail.id == mail.id, Mail.claimed_by == self.claim_id)
+            .where(
+                Mail.id == mail.id,
+                Mail.claimed_by == self.claim_id,
+                Mail.attempt_count == mail.attempt_count,
+            )
             .values(
                 attempt_count=mail.attempt_count + 1,
                 lease_until=now + timedelta(seconds=self.policy.lease_seconds),
@@ -401,7 +416,9 @@ def send_batch(
         policy = Policy.load(session)
         start = _clock(now)
         sender = BatchSender(session, claim_id, policy, actor, now)
-        if settings.get(session, "mail_server_stopped"):
+        stopped = settings.get(session, "mail_server_stopped")
+        session.commit()  # SQLite: write first in a fresh transaction (see cycle.plan_run)
+        if stopped:
             release_claims(session, ids, claim_id)
             session.commit()
             sender.summary.stopped = True
@@ -429,6 +446,8 @@ def send_batch(
                 actor,
             )
             sender.summary.in_doubt += len(doubtful)
+        for shop_id in {m.shop_id for m in mails}:
+            sender.shop(shop_id)  # read now: the loop's transactions start with a write
         session.commit()
         for m in mails:
             session.expunge(m)  # snapshots: the loop writes with Core statements only

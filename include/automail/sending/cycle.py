@@ -68,19 +68,26 @@ def plan_run(
         if settings.get(session, "mail_server_stopped"):
             s.stopped = True
             return plan
+        cap = settings.get(session, "send_cap_per_run")
+        lease = settings.get(session, "lease_seconds")
+        max_retries = settings.get(session, "max_retries")
+        rate = settings.get(session, "domain_rate_per_minute")
+        batch_size = settings.get(session, "send_batch_size")
+        # SQLite: a transaction that has read cannot wait for the write lock (it gets
+        # "database is locked" at once when another run writes), so each locking step
+        # below starts a fresh transaction with its lock.
+        session.commit()
         recovery = recover_leases(session, now, actor)
         session.commit()
         s.leases_released, s.recovered_in_doubt = recovery.released, len(recovery.in_doubt)
-        cap = settings.get(session, "send_cap_per_run")
-        lease = settings.get(session, "lease_seconds")
         claim = claim_for_run(
             session,
             plan.claim_id,
             now,
             cap=cap,
             lease_seconds=lease,
-            max_retries=settings.get(session, "max_retries"),
-            domain_rate_per_minute=settings.get(session, "domain_rate_per_minute"),
+            max_retries=max_retries,
+            domain_rate_per_minute=rate,
             actor=actor,
         )
         notices = cap_notices(session, claim.held_by_shop, cap, run_id, now)
@@ -89,9 +96,7 @@ def plan_run(
         session.commit()
         s.claimed = len(claim.claimed) + len(notices)
         s.held_cap, s.deferred_rate, s.notices = claim.held, claim.deferred, len(notices)
-        plan.batches = split_batches(
-            claim.claimed + notices, settings.get(session, "send_batch_size")
-        )
+        plan.batches = split_batches(claim.claimed + notices, batch_size)
     return plan
 
 
@@ -128,11 +133,11 @@ def send_now(
     with session_factory() as session:
         if settings.get(session, "mail_server_stopped"):
             raise SendingStopped("the mail server is marked stopped (setting mail_server_stopped)")
+        lease = settings.get(session, "lease_seconds")
+        session.commit()  # SQLite: lock steps start fresh transactions (see plan_run)
         recover_leases(session, now_, actor)
         session.commit()
-        claimed, refused = claim_ids(
-            session, mail_ids, claim_id, now_, settings.get(session, "lease_seconds"), actor
-        )
+        claimed, refused = claim_ids(session, mail_ids, claim_id, now_, lease, actor)
         session.commit()
     summary = SendSummary(claimed=len(claimed), not_claimed=refused)
     if claimed:
