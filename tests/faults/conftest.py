@@ -233,6 +233,7 @@ class Verdict:
 def judge(session: Session, mail_ids: list[int], counts: Counter[str]) -> Verdict:
     """Every mail is `sent` with exactly one sink message, or `held` in doubt (reason
     stored) with at most one; anything else is lost. A Message-ID twice is duplicated."""
+    session.commit()  # a fresh snapshot: other processes' commits (SQLite WAL)
     session.expire_all()
     rows = session.execute(
         select(Mail.id, Mail.status, Mail.message_id, Mail.last_error, Mail.claimed_by).where(
