@@ -507,6 +507,17 @@ class Bounce(Base):
     reason: Mapped[str | None] = mapped_column(String(64))
     diagnostic: Mapped[str | None] = mapped_column(Text)
     mail_id: Mapped[int | None] = mapped_column(ForeignKey("mails.id"))
+    # 0005: x-automail-id | message-id | verp | recipient (last resort) | NULL (unmatched)
+    matched_by: Mapped[str | None] = mapped_column(String(16))
+    # 0005: applied | recorded | ignored | other_recipient (see automail.bounces.ingest)
+    effect: Mapped[str | None] = mapped_column(String(16))
+    original_message_id: Mapped[str | None] = mapped_column(String(255))
+
+
+# 0005 (bounces): a mail's bounces, the newest first, by recipient (addresses show).
+Index("ix_bounces_mail", Bounce.mail_id)
+Index("ix_bounces_received", Bounce.received_at, Bounce.id)
+Index("ix_bounces_recipient", Bounce.recipient)
 
 
 class Setting(Base):
