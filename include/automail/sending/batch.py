@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import insert, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, insert, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
 from automail.addresses import check_address, split_address_list
@@ -181,6 +181,25 @@ class BatchSender:
     ) -> None:
         attempt_no = mail.attempt_count + 1
         outcome = outcome or result.outcome
+        if outcome == "accepted" and self.pg and attempt_id is not None:
+            # PG fast path: PG_SENT_SQL writes the attempt, the mail and the event.
+            self.flush_pending()  # never more than one deferred outcome
+            self.pending_sent = {
+                "f_now": now,
+                "f_code": result.code,
+                "f_enh": result.enhanced,
+                "f_msg": _sent_detail(result)[:4000],
+                "f_aid": attempt_id,
+                "f_n": attempt_no,
+                "f_mid": message_id or mail.message_id,
+                "f_mail": mail.id,
+                "f_from": mail.status,
+                "f_actor": self.actor,
+                "f_cid": mail.customer_id,
+                "f_to": mail.to_address,
+            }
+            self.summary.sent += 1
+            return
         attempt = {
             "outcome": outcome,
             "finished_at": now,
@@ -206,24 +225,6 @@ class BatchSender:
         if message_id is not None:
             common["message_id"] = message_id
         change = self._status_change
-        if outcome == "accepted" and self.pg and attempt_id is not None:
-            self.flush_pending()  # never more than one deferred outcome
-            self.pending_sent = {
-                "f_now": now,
-                "f_code": result.code,
-                "f_enh": result.enhanced,
-                "f_msg": _sent_detail(result)[:4000],
-                "f_aid": attempt_id,
-                "f_n": attempt_no,
-                "f_mid": message_id or mail.message_id,
-                "f_mail": mail.id,
-                "f_from": mail.status,
-                "f_actor": self.actor,
-                "f_cid": mail.customer_id,
-                "f_to": mail.to_address,
-            }
-            self.summary.sent += 1
-            return
         self.flush_pending()
         if outcome == "accepted":
             detail = _sent_detail(result)
@@ -411,7 +412,7 @@ def send_batch(
 ) -> SendSummary:
     """Send the mails of `mail_ids` that `claim_id` still holds. The DAG's mapped task."""
     ids = sorted({int(i) for i in mail_ids})
-    session = session_factory()
+    session = _pinned_session(session_factory)
     try:
         policy = Policy.load(session)
         start = _clock(now)
@@ -457,4 +458,24 @@ def send_batch(
         sender.run(mails, smtp)
         return sender.summary
     finally:
+        bind = session.get_bind()
         session.close()
+        if isinstance(bind, Connection):
+            bind.close()
+
+
+def _pinned_session(session_factory: SessionFactory) -> Session:
+    """A session holding ONE pooled connection for the whole batch.
+
+    A plain session hands its connection back to the pool at every commit, and the
+    next checkout pings the server (pool_pre_ping): one wasted round trip per mail.
+    """
+    probe = session_factory()
+    bind = probe.get_bind()
+    probe.close()
+    if isinstance(bind, Connection):
+        return session_factory()
+    conn = bind.connect()
+    if isinstance(session_factory, sessionmaker):
+        return session_factory(bind=conn)
+    return Session(bind=conn, expire_on_commit=False)
