@@ -59,7 +59,7 @@ AFTER_LOAD = {
     "(status, created_at, id)",
     "ix_mails_created": "CREATE INDEX ix_mails_created ON mails (created_at, id)",
     "ix_mails_status_sent": "CREATE INDEX ix_mails_status_sent ON mails (status, sent_at) "
-    "WHERE sent_at IS NOT NULL",
+    "INCLUDE (created_at, id) WHERE sent_at IS NOT NULL",
 }
 
 
@@ -231,7 +231,8 @@ PROBE_BASE = (  # the btree indexes mails had before 0003, on the probe table
 PROBE_OURS = (
     "CREATE INDEX probe_status_created ON probe (status, created_at, id)",
     "CREATE INDEX probe_created ON probe (created_at, id)",
-    "CREATE INDEX probe_status_sent ON probe (status, sent_at) WHERE sent_at IS NOT NULL",
+    "CREATE INDEX probe_status_sent ON probe (status, sent_at) INCLUDE (created_at, id) "
+    "WHERE sent_at IS NOT NULL",
     "CREATE INDEX probe_pending ON probe (id) WHERE NOT search_indexed",
     "CREATE INDEX probe_text ON probe USING gin (body_text gin_trgm_ops) WHERE search_indexed",
     "CREATE INDEX probe_html ON probe USING gin (body_html gin_trgm_ops) WHERE search_indexed",

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from management_helpers import mail, shop
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from automail.management.export import export_csv
@@ -176,3 +177,98 @@ def test_send_history_per_shop_newest_first_with_last_result(session):
     assert len(send_history(session, limit=1)) == 1
     with pytest.raises(LookupError, match="shop: 'zzz'"):
         send_history(session, shop="zzz")
+
+
+def test_count_is_capped_and_pages_continue_past_the_cap(session, monkeypatch):
+    from automail.management import search as msearch
+
+    tea = shop(session)
+    made = [mail(session, tea, created_at=T0 + timedelta(minutes=i)).id for i in range(5)]
+    session.commit()
+    monkeypatch.setattr(msearch, "COUNT_CAP", 3)
+    first = search(session, parse_filter({"per_page": "3"}))
+    assert (first.total, first.capped, first.total_label) == (3, True, "3+")
+    assert first.pages == 1 and first.pages_label == "1+" and first.has_next
+    assert [r.id for r in first.rows] == made[::-1][:3]
+    second = search(session, parse_filter({"per_page": "3", "page": "2"}))
+    assert [r.id for r in second.rows] == made[::-1][3:]
+    monkeypatch.setattr(msearch, "COUNT_CAP", 5)
+    exact = search(session, parse_filter({"per_page": "3"}))
+    assert (exact.total, exact.capped, exact.total_label, exact.pages) == (5, False, "5", 2)
+    assert exact.has_next and not search(session, parse_filter({"per_page": "5"})).has_next
+
+
+def test_body_search_finds_mails_before_and_after_background_indexing(session):
+    from automail import search_index
+    from automail.models import Mail
+
+    tea = shop(session)
+    old = mail(session, tea, body="注文番号 ORD-1 100%", created_at=T0)
+    new = mail(session, tea, body="注文番号 ORD-2", html="<b>ord-1 100%</b>", created_at=T0)
+    mail(session, tea, body="注文番号 ORD-3 100x", created_at=T0)
+    session.commit()
+    assert search_index.pending_count(session) == 3
+    assert search_index.index_pending(session, limit=1, batch=1) == 1  # oldest first
+    session.expire_all()
+    assert session.get(Mail, old.id).search_indexed and not session.get(Mail, new.id).search_indexed
+    assert set(ids(session, body="ORD-1 100%")) == {old.id, new.id}  # one indexed, one pending
+    report = search_index.run(session, batch=1)
+    assert report.as_dict() == {"indexed": 2, "pending": 0}
+    assert set(ids(session, body="ORD-1 100%")) == {old.id, new.id}
+    assert ids(session, body="ord-3 100x") != [] and ids(session, body="ORD-3 100%") == []
+    assert search_index.index_pending(session) == 0
+    with pytest.raises(ValueError, match="batch: 0 must be 1 or more"):
+        search_index.index_pending(session, batch=0)
+
+
+def test_search_index_cli(session, capsys):
+    from automail.cli import main
+
+    tea = shop(session)
+    for _ in range(3):
+        mail(session, tea)
+    session.commit()
+    assert main(["search-index", "--limit", "2", "--json"]) == 0
+    assert capsys.readouterr().out.strip() == '{"indexed": 2, "pending": 1}'
+    assert main(["search-index"]) == 0
+    assert capsys.readouterr().out.strip() == "indexed 1 mail(s); 0 still pending"
+    assert main(["search-index", "--batch", "0"]) == 2
+    assert "batch: 0 must be 1 or more" in capsys.readouterr().err
+
+
+def test_postgres_plan_reads_trigram_and_pending_indexes_not_every_body(session):
+    """The OR of `search_indexed AND …` / `NOT search_indexed AND …` lets the planner use
+    the partial GIN indexes and the partial pending index (a BitmapOr), never a scan of
+    every body; and the page is read newest first from (status, created_at, id)."""
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("trigram indexes are PostgreSQL-only")
+    from sqlalchemy import text
+
+    from automail.management.search import where_clauses
+    from automail.models import Mail
+
+    tea = shop(session)
+    for i in range(30):
+        mail(session, tea, body=f"ORD-{i:04d}", created_at=T0)
+    session.commit()
+    session.execute(text("UPDATE mails SET search_indexed = (id % 2 = 0)"))
+    session.execute(text("ANALYZE mails"))
+    session.execute(text("SET LOCAL enable_seqscan = off"))
+    query = select(Mail.id).where(*where_clauses(session, parse_filter({"status": "all", "body": "ORD-0012"})))
+    sql = str(query.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
+    plan = "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
+    for index in ("ix_mails_body_text_trgm", "ix_mails_body_html_trgm", "ix_mails_search_pending"):
+        assert index in plan, plan
+    page = search_page_plan(session)
+    assert "ix_mails_status_created" in page, page
+    session.rollback()
+
+
+def search_page_plan(session) -> str:  # noqa: ANN001
+    from sqlalchemy import text
+
+    sql = (
+        "EXPLAIN SELECT id FROM mails WHERE status = 'unsent' "
+        "ORDER BY created_at DESC, id DESC LIMIT 50"
+    )
+    return "\n".join(session.scalars(text(sql)))

@@ -320,7 +320,13 @@ Index("ix_mails_claim", Mail.claimed_by, Mail.lease_until, **_not_null("claimed_
 # the trigram GIN indexes `WHERE search_indexed` are PostgreSQL-only DDL there).
 Index("ix_mails_status_created", Mail.status, Mail.created_at, Mail.id)
 Index("ix_mails_created", Mail.created_at, Mail.id)
-Index("ix_mails_status_sent", Mail.status, Mail.sent_at, **_not_null("sent_at"))
+Index(
+    "ix_mails_status_sent",
+    Mail.status,
+    Mail.sent_at,
+    postgresql_include=["created_at", "id"],
+    **_not_null("sent_at"),
+)
 Index(
     "ix_mails_search_pending",
     Mail.id,

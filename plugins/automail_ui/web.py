@@ -214,7 +214,7 @@ def search_page(request: Request, user: GetUserDep, session: SessionDep) -> HTML
         query=query,
         prev_query=urlencode(with_page(f, f.page - 1).as_params()) if f.page > 1 else None,
         next_query=urlencode(with_page(f, f.page + 1).as_params())
-        if f.page < result.pages
+        if result.has_next
         else None,
         sort_query={
             s: urlencode({**f.as_params(), "sort": s, "page": "1"})
@@ -405,6 +405,8 @@ def api_search(request: Request, session: SessionDep) -> dict[str, Any]:
     return {
         "filter": f.as_params(),
         "total": result.total,
+        "total_capped": result.capped,  # more than total match (shown as "10,000+")
+        "total_label": result.total_label,
         "page": f.page,
         "pages": result.pages,
         "rows": [

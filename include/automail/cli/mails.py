@@ -140,7 +140,7 @@ def _search(args: argparse.Namespace) -> None:
             for r in result.rows:
                 print(_dump(asdict(r)))
             return
-        print(f"{result.total} mail(s) match; page {f.page} of {result.pages}")
+        print(f"{result.total_label} mail(s) match; page {f.page} of {result.pages_label}")
         print(f"{'ID':>8}  {'CREATED':16}  {'KIND':18}  {'STATUS':9}  TO")
         for r in result.rows:
             print(

@@ -7,7 +7,8 @@
   `ix_mails_search_pending` (`WHERE NOT search_indexed`).
 - btree indexes for the screen's page: `(status, created_at, id)` serves "status X,
   newest first" and `(created_at, id)` serves "all statuses, newest first" with LIMIT;
-  `(status, sent_at)` (only rows with a sent_at, so inserts skip it) serves the sent range.
+  `(status, sent_at) INCLUDE (created_at, id)` (only rows with a sent_at, so inserts
+  skip it) serves the sent range, index-only.
 SQLite gets the btree indexes; it has no trigram indexes (its search is a scan).
 
 Revision ID: 0003
@@ -26,10 +27,11 @@ depends_on = None
 
 TRGM = {"ix_mails_body_text_trgm": "body_text", "ix_mails_body_html_trgm": "body_html"}
 BTREE = {
-    "ix_mails_status_created": (["status", "created_at", "id"], None),
-    "ix_mails_created": (["created_at", "id"], None),
-    "ix_mails_status_sent": (["status", "sent_at"], "sent_at IS NOT NULL"),
-    "ix_mails_search_pending": (["id"], "NOT search_indexed"),
+    "ix_mails_status_created": (["status", "created_at", "id"], None, []),
+    "ix_mails_created": (["created_at", "id"], None, []),
+    # INCLUDE (PostgreSQL): a sent range's (created_at, id) come index-only for the sort.
+    "ix_mails_status_sent": (["status", "sent_at"], "sent_at IS NOT NULL", ["created_at", "id"]),
+    "ix_mails_search_pending": (["id"], "NOT search_indexed", []),
 }
 
 
@@ -39,9 +41,11 @@ def upgrade() -> None:
             sa.Column("search_indexed", sa.Boolean(), nullable=False, server_default=sa.false())
         )
     with op.batch_alter_table("mails") as batch:
-        for name, (columns, where) in BTREE.items():
+        for name, (columns, where, include) in BTREE.items():
             cond = sa.text(where) if where else None
-            batch.create_index(name, columns, postgresql_where=cond, sqlite_where=cond)
+            batch.create_index(
+                name, columns, postgresql_where=cond, sqlite_where=cond, postgresql_include=include
+            )
     if op.get_bind().dialect.name != "postgresql":
         return
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
