@@ -56,3 +56,52 @@ def record_result(
             address_reason=f"{threshold} consecutive failures; last: {reason or outcome}",
         )
     )
+
+
+# -- delayed bounces (automail.bounces.ingest) ------------------------------------------
+
+
+def mark_cleaned(session: Session, customer_id: int | None, email: str, reason: str) -> None:
+    """A hard bounce for a mail whose soft bounce was already counted: clean, count nothing."""
+    if customer_id is None:
+        return
+    session.execute(
+        update(Customer)
+        .where(Customer.id == customer_id, Customer.email == email)
+        .values(address_cleaned=True, address_reason=reason)
+    )
+
+
+def raise_failure_count(
+    session: Session,
+    customer_id: int | None,
+    email: str,
+    at_least: int,
+    reason: str | None = None,
+    threshold: int | None = None,
+) -> None:
+    """Make the failure count at least `at_least`, then apply the invalid rule (no commit).
+
+    The sender resets the count when the server *accepts* a mail (B10), so with delayed
+    bounces only, accept/bounce/accept/bounce would never reach the threshold. Bounce
+    ingestion therefore passes the run of bounced mails among the newest sent mails to
+    the address, which is the real number of failures in a row.
+    """
+    if customer_id is None or at_least <= 0:
+        return
+    if threshold is None:
+        threshold = settings.get(session, "invalid_after_failures")
+    same = (Customer.id == customer_id) & (Customer.email == email)
+    session.execute(
+        update(Customer)
+        .where(same, Customer.consecutive_failures < at_least)
+        .values(consecutive_failures=at_least)
+    )
+    session.execute(
+        update(Customer)
+        .where(same, Customer.consecutive_failures >= threshold, Customer.address_valid.is_(True))
+        .values(
+            address_valid=False,
+            address_reason=f"{threshold} consecutive failures; last: {reason or 'bounce'}",
+        )
+    )

@@ -46,6 +46,9 @@ SETTINGS: dict[str, SettingSpec] = {
     "campaign_stop_error_rate": SettingSpec(0.10, "C7: stop above this error rate"),
     "campaign_stop_min_sends": SettingSpec(50, "C7: ... once this many were tried"),
     "invalid_after_failures": SettingSpec(3, "E3: consecutive failures that invalidate"),
+    "bounce_fallback_days": SettingSpec(
+        60, "E1: a bounce with no id is matched to the newest mail sent this recently"
+    ),
     "public_base_url": SettingSpec("http://localhost:8080", "base of unsubscribe links"),
     "campaign_dedupe_newest": SettingSpec(
         True, "C4: default for new campaigns: same address twice -> newest customer only"
