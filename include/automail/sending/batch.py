@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
 from automail.addresses import check_address, split_address_list
-from automail.mime import MailBuildError, as_bytes, build_message, message_id_for
+from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, mark_in_doubt, release_claims
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
@@ -108,6 +108,7 @@ class BatchSender:
         self.shops: dict[int, Shop] = {}
         self.pg = session.get_bind().dialect.name == "postgresql"
         self.pending_sent: dict | None = None  # PG: a "sent" outcome not yet written
+        self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
 
     def shop(self, shop_id: int) -> Shop:
         if shop_id not in self.shops:
@@ -362,7 +363,7 @@ class BatchSender:
                 data = b""
                 if reason is None:
                     try:
-                        data = as_bytes(build_message(mail, shop, now))
+                        data = render_bytes(mail, shop, now, self.headers)
                     except MailBuildError as exc:
                         reason = f"cannot build the message: {exc}"
                 if reason is not None:
