@@ -34,6 +34,8 @@ def _explicit_problem(address: str) -> str | None:
         return "has a dot right before the @"
     if ".." in local:
         return "has consecutive dots before the @"
+    if len(local.encode("utf-8", "replace")) > 64:  # RFC 5321 4.5.3.1.1; email-validator
+        return "has more than 64 characters before the @"  # checks it in strict mode only
     return None
 
 
