@@ -272,3 +272,24 @@ def search_page_plan(session) -> str:  # noqa: ANN001
         "ORDER BY created_at DESC, id DESC LIMIT 50"
     )
     return "\n".join(session.scalars(text(sql)))
+
+
+def test_capped_page_finds_matches_beyond_the_first_candidates(session, monkeypatch):
+    """Past the cap, PostgreSQL tests the body on the newest K candidates first; matches
+    older than those must still come back (K grows), newest first."""
+    from automail.management import search as msearch
+
+    tea = shop(session)
+    sent = T0 - timedelta(days=1)
+    old = [
+        mail(session, tea, status="sent", body="レア ORD-9", sent_at=sent, created_at=T0).id
+        for _ in range(2)
+    ]
+    for i in range(510):
+        mail(session, tea, status="sent", sent_at=sent, created_at=T0 + timedelta(seconds=i + 1))
+    session.commit()
+    monkeypatch.setattr(msearch, "COUNT_CAP", 1)
+    params = {"status": "sent", "body": "ord-9", "sent_from": "2026-03-01", "per_page": "3"}
+    result = search(session, parse_filter(params))
+    assert result.capped and result.total_label == "1+"
+    assert [r.id for r in result.rows] == old[::-1]
