@@ -87,11 +87,15 @@ class IngestSummary:
     failed: list[str] = field(default_factory=list)  # messages left in the mailbox, why
 
     def merge(self, other: IngestSummary) -> None:
-        for key, value in asdict(other).items():
+        for key, value in asdict(other).items():  # ints add up, lists concatenate
             setattr(self, key, getattr(self, key) + value)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+    def as_dict(self, max_ids: int = 100) -> dict:
+        """JSON-ready; long id lists are cut (the CLI's `bounces list --unmatched` has all)."""
+        out = asdict(self)
+        out["unmatched_ids"] = out["unmatched_ids"][:max_ids]
+        out["failed"] = out["failed"][:max_ids]
+        return out
 
 
 def fingerprint(raw: bytes, recipient: str | None) -> str:
