@@ -18,6 +18,7 @@ import json
 import os
 import smtplib
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -184,20 +185,39 @@ class SmtpSession:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def send(self, envelope_from: str, to_address: str, bcc: list[str], data: bytes) -> SmtpResult:
-        """One SMTP transaction. Raises SmtpUnavailable when no connection can be had."""
+    def send(
+        self,
+        envelope_from: str,
+        to_address: str,
+        bcc: list[str],
+        data: bytes,
+        before_data: Callable[[], bool] | None = None,
+    ) -> SmtpResult | None:
+        """One SMTP transaction. Raises SmtpUnavailable when no connection can be had.
+
+        `before_data` (if given) runs after RCPT TO and before DATA; when it returns
+        False the transaction is reset and None returned: nothing was sent. The batch
+        uses it to wait for its in_flight commit while MAIL/RCPT already travel.
+        """
         for reconnected in (False, True):
             if self.client is None:
                 self.connect()
             try:
-                return self._transaction(envelope_from, to_address, bcc, data)
+                return self._transaction(envelope_from, to_address, bcc, data, before_data)
             except _DroppedBeforeData as exc:
                 self.client = None
                 if reconnected:
                     raise SmtpUnavailable(f"connection dropped again before DATA: {exc}") from exc
         raise AssertionError("unreachable")
 
-    def _transaction(self, sender: str, to: str, bcc: list[str], data: bytes) -> SmtpResult:
+    def _transaction(
+        self,
+        sender: str,
+        to: str,
+        bcc: list[str],
+        data: bytes,
+        before_data: Callable[[], bool] | None,
+    ) -> SmtpResult | None:
         client = self.client
         assert client is not None
         try:
@@ -214,6 +234,9 @@ class SmtpSession:
                 bcode, breply = client.rcpt(address)
                 if bcode not in (250, 251):
                     refused[address] = f"{bcode} {_text(breply)}"
+            if before_data is not None and not before_data():
+                self._rset()
+                return None
             client.putcmd("data")
             code, reply = client.getreply()
             if code != 354:
