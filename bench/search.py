@@ -22,6 +22,13 @@ indexes / the previous 0003 (full, non-partial trigram indexes).
 
 Prints JSON lines {"name","value","unit","baseline","ratio"}.
 
+Measured 2026-11-23 on the shared 2-core dev box (other engineers' runs alongside, so
+±30 %): mix p50 48.9 / p95 188.9 ms (old search 498 / 981); per shape p95: order number
+59, prefix 53, phrase in a third 230, "support@" 168; unsent default 17, all statuses 12.
+Insert probe (200k rows + 50k): pre-0003 indexes 47 µs/row, final 0003 indexes 60,
+full trigram indexes 164. 50k through the creation path into the 1M table: 105 µs/row
+(client COPY formatting included); background indexer: 130 µs/row.
+
     .venv/bin/python bench/search.py [--rows 1000000] [--queries 25]
 """
 
