@@ -48,7 +48,8 @@ echo "-> nothing sent while sending is paused: $(ls "$SINK" | wc -l) messages at
 
 if has mails; then
   step "2. Reviewers prune the pending queue (delete two pending mails, recorded)"
-  ids=$(automail mails search --status unsent --limit 2 --ids-only | tr '\n' ' ')
+  ids=$(automail mails search --status unsent --kind follow_up --per-page 2 --json \
+        | python -c 'import json, sys; print(" ".join(str(json.loads(l)["id"]) for l in sys.stdin))')
   # shellcheck disable=SC2086
   automail mails delete $ids --actor demo-reviewer
 fi

@@ -14,6 +14,8 @@ EXPECTED = {
     "automail_send",
     "automail_campaigns",
     "automail_step_mails",
+    "automail_bounces",
+    "automail_maintenance",
 }
 
 

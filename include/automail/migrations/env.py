@@ -35,6 +35,11 @@ def run_migrations_online() -> None:
 
 def _run(connection) -> None:  # noqa: ANN001
     # render_as_batch: SQLite cannot ALTER most things, batch mode rebuilds the table.
+    # Rebuilding a referenced table (mails) with rows pointing at it would trip the FK
+    # check, so SQLite migrates with foreign keys off (alembic's documented recipe).
+    if connection.dialect.name == "sqlite":
+        # On the raw DB-API connection: outside any transaction, where the PRAGMA applies.
+        connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
     context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
     with context.begin_transaction():
         context.run_migrations()
