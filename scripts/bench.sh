@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, one JSON line per figure ({"name","value","unit",
+# "baseline","ratio"}), on the local PostgreSQL. Full sizes are the issue targets'
+# (1M orders/mails/customers, 30,000 sends); BENCH_QUICK=1 runs small sizes in minutes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000
+else
+  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000
+fi
+run() { echo "# $*" >&2; "$@"; }
+# shellcheck disable=SC2086
+run $PY bench/create.py --orders $ORDERS
+run $PY bench/render.py --mails 30000
+run $PY bench/send.py --mails "$SENDS" --naive 300
+run $PY bench/audience.py --customers "$CUSTOMERS"
+run $PY bench/search.py --rows "$ROWS"
+run $PY bench/bounce_accuracy.py
+run $PY bench/bounce_ingest.py
