@@ -168,7 +168,10 @@ def main() -> None:
             check=True,
             capture_output=True,
             text=True,
-        ).stdout
+        )
+        if out.returncode != 0:
+            sys.exit(f"benchmark for {n} orders failed:\n{out.stderr}")
+        out = out.stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
     for r in results:
         _emit(f"create_mails_per_s_{r['orders']}", r["rate"], "mails/s", 20000.0)
