@@ -165,7 +165,6 @@ def main() -> None:
                 "--partitions",
                 str(args.partitions),
             ],
-            check=True,
             capture_output=True,
             text=True,
         )
