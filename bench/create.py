@@ -71,7 +71,7 @@ def prepare(url: str, orders: int, now: datetime) -> None:
             INSERT INTO orders (shop_id, customer_id, order_number, ordered_at, purchase_count,
                 subtotal, shipping_fee, tax, total, payment_method)
             SELECT :shop, 1 + (g % :c), 'B-' || g,
-                   :now - make_interval(secs => (g::bigint * 7919) % :week), 1 + (g % 3),
+                   :now - make_interval(secs => 1 + (g::bigint * 7919) % :week), 1 + (g % 3),
                    2160, 550, 216, 2926, 'クレジットカード'
             FROM generate_series(1, :n) g"""),
             {"shop": shop_id, "c": customers, "n": orders, "now": now, "week": week},
