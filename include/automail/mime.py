@@ -68,6 +68,21 @@ def _clean(field: str, value: str | None) -> str:
         raise MailBuildError(field, value, "must be text")
     if any(c in value for c in FORBIDDEN):
         raise MailBuildError(field, value, "contains CR, LF or NUL (header injection refused)")
+    return _unicode(field, value)
+
+
+def _unicode(field: str, value: str) -> str:
+    """Refuse lone surrogates (what surrogateescape makes of invalid UTF-8): they cannot
+    be encoded, and the email package would otherwise raise deep inside or send them as
+    unknown-8bit."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MailBuildError(
+            field,
+            value[max(0, exc.start - 20) : exc.end + 20],
+            f"is not valid Unicode text (undecodable character at position {exc.start})",
+        ) from None
     return value
 
 
@@ -141,6 +156,9 @@ def _checked(mail: Mail) -> _Fields:
         extra.append((name, _clean(f"extra_headers[{name}]", str(value))))
     if not mail.body_text and not mail.body_html:
         raise MailBuildError("body", None, "the mail has neither a text nor an HTML body")
+    for field in ("body_text", "body_html"):
+        if body := getattr(mail, field):
+            _unicode(field, body)
     return _Fields(from_address, to_address, reply_to, subject, from_name, extra)
 
 

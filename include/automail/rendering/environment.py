@@ -10,7 +10,8 @@ and are caught by `validate_template` before a template is stored.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from types import TracebackType
@@ -247,16 +248,37 @@ def validate_template(
     parts.append(("body_html", body_html, True))
     for field, source, html in parts:
         if source:
-            _check_part(field, source, html, allowed)
+            with _nesting_guard(field):
+                _check_part(field, source, html, allowed)
     for field, source, html in parts:
         if not source:
             continue
-        for preview in (False, True):
-            compiled = _compile_part(source, html, preview)[0]
-            for src in (sample_sources(), empty_sources()):
-                try:
-                    compiled.render(build_context(sorted(allowed - JINJA_GLOBALS), src, preview))
-                except Exception as exc:
-                    raise TemplateError(
-                        field, _template_line(exc.__traceback__), f"cannot render: {exc}"
-                    ) from None
+        with _nesting_guard(field):
+            _dry_render(field, source, html, allowed)
+
+
+def _dry_render(field: str, source: str, html: bool, allowed: set[str]) -> None:
+    for preview in (False, True):
+        compiled = _compile_part(source, html, preview)[0]
+        for src in (sample_sources(), empty_sources()):
+            try:
+                compiled.render(build_context(sorted(allowed - JINJA_GLOBALS), src, preview))
+            except RecursionError:
+                raise
+            except Exception as exc:
+                raise TemplateError(
+                    field, _template_line(exc.__traceback__), f"cannot render: {exc}"
+                ) from None
+
+
+@contextmanager
+def _nesting_guard(field: str) -> Iterator[None]:
+    """Jinja's parser and compiler recurse once per nesting level: a hostile or broken
+    template (thousands of nested blocks or parentheses) must be refused like any other
+    bad template, not crash the caller with RecursionError."""
+    try:
+        yield
+    except RecursionError:
+        raise TemplateError(
+            field, None, "nested too deeply (blocks or parentheses); simplify the template"
+        ) from None
