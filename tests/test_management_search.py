@@ -254,7 +254,9 @@ def test_postgres_plan_reads_trigram_and_pending_indexes_not_every_body(session)
     session.execute(text("UPDATE mails SET search_indexed = (id % 2 = 0)"))
     session.execute(text("ANALYZE mails"))
     session.execute(text("SET LOCAL enable_seqscan = off"))
-    query = select(Mail.id).where(*where_clauses(session, parse_filter({"status": "all", "body": "ORD-0012"})))
+    query = select(Mail.id).where(
+        *where_clauses(session, parse_filter({"status": "all", "body": "ORD-0012"}))
+    )
     sql = str(query.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
     plan = "\n".join(session.scalars(text(f"EXPLAIN {sql}")))
     for index in ("ix_mails_body_text_trgm", "ix_mails_body_html_trgm", "ix_mails_search_pending"):

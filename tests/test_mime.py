@@ -66,8 +66,9 @@ def test_text_and_html_make_multipart_alternative() -> None:
 
 def test_html_only_and_extra_headers() -> None:
     unsub = "<https://tea.example.jp/unsubscribe?t=abc>"
-    msg = _roundtrip(_mail(body_text=None, body_html="<p>news</p>",
-                           extra_headers={"List-Unsubscribe": unsub}))
+    msg = _roundtrip(
+        _mail(body_text=None, body_html="<p>news</p>", extra_headers={"List-Unsubscribe": unsub})
+    )
     assert msg.get_content_type() == "text/html"
     assert msg["List-Unsubscribe"] == unsub
 

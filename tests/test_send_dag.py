@@ -28,8 +28,16 @@ def _load_dag(name: str):  # noqa: ANN202
 @pytest.fixture(scope="module")
 def smtp_pool(airflow_db: str) -> str:
     subprocess.run(
-        [sys.executable, "-m", "airflow", "pools", "set", "automail_smtp", "4",
-         "Automail SMTP connections"],
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "pools",
+            "set",
+            "automail_smtp",
+            "4",
+            "Automail SMTP connections",
+        ],
         check=True,
         capture_output=True,
     )
@@ -46,10 +54,16 @@ def smtp_env(smtp_sink, monkeypatch):  # noqa: ANN001, ANN201
 def _mails(session, shop, n: int) -> list[int]:  # noqa: ANN001
     ids = []
     for i in range(n):
-        mail = Mail(shop_id=shop.id, kind="order_confirmation", source_key=f"dag:{i}",
-                    to_address=f"dag{i}@example.jp", from_address=shop.from_address,
-                    reply_to=shop.reply_to, subject="ご注文ありがとうございます",
-                    body_text="山田 花子 様")
+        mail = Mail(
+            shop_id=shop.id,
+            kind="order_confirmation",
+            source_key=f"dag:{i}",
+            to_address=f"dag{i}@example.jp",
+            from_address=shop.from_address,
+            reply_to=shop.reply_to,
+            subject="ご注文ありがとうございます",
+            body_text="山田 花子 様",
+        )
         session.add(mail)
         session.flush()
         ids.append(mail.id)

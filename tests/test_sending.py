@@ -137,7 +137,11 @@ def test_550_is_an_error_at_once_and_cleans_the_address(
 
     assert (summary.failed, later.claimed) == (1, 0)
     [attempt] = _attempts(session, mail_id)
-    assert (attempt.outcome, attempt.smtp_code, attempt.enhanced_code) == ("perm_fail", 550, "5.1.1")
+    assert (attempt.outcome, attempt.smtp_code, attempt.enhanced_code) == (
+        "perm_fail",
+        550,
+        "5.1.1",
+    )
     mail = _reload(session, mail_id)
     assert mail.status == "error" and mail.next_attempt_at is None
     assert "User unknown" in mail.last_error
@@ -243,7 +247,9 @@ def test_lapsed_lease_without_in_flight_attempt_is_sent_once(
     assert (summary.leases_released, summary.sent) == (1, 1)
     assert list(smtp_sink.handler.message_id_counts().values()) == [1]
     assert _reload(session, mail_id).status == "sent"
-    events = [e.event for e in session.scalars(select(MailEvent).where(MailEvent.mail_id == mail_id))]
+    events = [
+        e.event for e in session.scalars(select(MailEvent).where(MailEvent.mail_id == mail_id))
+    ]
     assert events == ["lease_expired", "sent"]
 
 
@@ -259,8 +265,15 @@ def test_lapsed_lease_with_in_flight_attempt_is_held_in_doubt(
         attempt_count=1,
         message_id="<automail.1.tea@tea.example.jp>",
     )
-    session.add(SendAttempt(mail_id=mail.id, attempt_no=1, claim_id="run:dead",
-                            started_at=now - timedelta(minutes=11), outcome="in_flight"))
+    session.add(
+        SendAttempt(
+            mail_id=mail.id,
+            attempt_no=1,
+            claim_id="run:dead",
+            started_at=now - timedelta(minutes=11),
+            outcome="in_flight",
+        )
+    )
     session.commit()
 
     summary = run_send_cycle(session_factory(engine), _cfg(smtp_sink), "t")
@@ -283,8 +296,11 @@ def test_retried_batch_task_holds_its_own_in_flight_mail(
     lease = now + timedelta(minutes=5)
     a = _mail(session, shop, claimed_by="run:x", lease_until=lease, attempt_count=1)
     b = _mail(session, shop, to="b@example.jp", claimed_by="run:x", lease_until=lease)
-    session.add(SendAttempt(mail_id=a.id, attempt_no=1, claim_id="run:x", started_at=now,
-                            outcome="in_flight"))
+    session.add(
+        SendAttempt(
+            mail_id=a.id, attempt_no=1, claim_id="run:x", started_at=now, outcome="in_flight"
+        )
+    )
     session.commit()
 
     summary = send_batch(session_factory(engine), [a.id, b.id], "run:x", _cfg(smtp_sink))
@@ -309,8 +325,10 @@ def test_bad_address_is_an_error_and_the_batch_goes_on(
 
     assert (summary.sent, summary.refused) == (2, 2)
     assert [m.rcpt_tos[0] for m in smtp_sink.messages] == ["a@example.jp", "d@example.jp"]
-    for mail_id, words in ((bad, "'sample.@example.jp' has a dot right before the @"),
-                           (injected, "subject")):
+    for mail_id, words in (
+        (bad, "'sample.@example.jp' has a dot right before the @"),
+        (injected, "subject"),
+    ):
         mail = _reload(session, mail_id)
         assert mail.status == "error" and words in mail.last_error
         [attempt] = _attempts(session, mail_id)
@@ -418,7 +436,10 @@ def test_pending_notice_at_most_once_per_shop_per_day(
 
 
 def test_cli_send_run_release_and_recover(
-    engine: Engine, session: Session, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch,
+    engine: Engine,
+    session: Session,
+    smtp_sink: SmtpSink,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture,
 ) -> None:
     import json

@@ -22,8 +22,13 @@ def _loop(engine: Engine, claim_id: str, out: list[int], start: threading.Barrie
     while True:
         with factory() as session:
             got = claim_for_run(
-                session, claim_id, datetime.now(UTC), cap=10**6, lease_seconds=600,
-                max_retries=4, limit=7,
+                session,
+                claim_id,
+                datetime.now(UTC),
+                cap=10**6,
+                lease_seconds=600,
+                max_retries=4,
+                limit=7,
             ).claimed
             session.commit()
         if not got:
@@ -36,17 +41,25 @@ def test_two_concurrent_claim_loops_never_share_a_mail(engine: Engine, session: 
     session.execute(
         insert(Mail),
         [
-            {"shop_id": shop.id, "kind": "order_confirmation", "source_key": f"c:{i}",
-             "to_address": f"u{i}@example.jp", "from_address": shop.from_address,
-             "reply_to": shop.reply_to, "subject": "s", "body_text": "b"}
+            {
+                "shop_id": shop.id,
+                "kind": "order_confirmation",
+                "source_key": f"c:{i}",
+                "to_address": f"u{i}@example.jp",
+                "from_address": shop.from_address,
+                "reply_to": shop.reply_to,
+                "subject": "s",
+                "body_text": "b",
+            }
             for i in range(N)
         ],
     )
     session.commit()
     results: dict[str, list[int]] = {"a": [], "b": []}
     start = threading.Barrier(2)
-    threads = [threading.Thread(target=_loop, args=(engine, k, v, start))
-               for k, v in results.items()]
+    threads = [
+        threading.Thread(target=_loop, args=(engine, k, v, start)) for k, v in results.items()
+    ]
     for t in threads:
         t.start()
     for t in threads:

@@ -9,9 +9,28 @@ relays this product targets do not offer).
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+
+# Fast path: a plain ASCII dot-atom at a hostname with a letters-only TLD, nothing IDNA
+# ("--") and no special-use name, is valid for email-validator too (a property test
+# holds the two together); anything else goes through email-validator. Sending checks
+# every address, and the library call is ~6x the cost of the match.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@(?:{_LABEL}\.)+[A-Za-z]{{2,63}}")
+_SPECIAL = frozenset(SPECIAL_USE_DOMAIN_NAMES)
+
+
+def _plainly_valid(address: str) -> bool:
+    if len(address) > 254 or not PLAIN_ADDRESS.fullmatch(address):
+        return False
+    local, domain = address.rsplit("@", 1)
+    return (
+        len(local) <= 64 and "--" not in domain and domain.rsplit(".", 1)[1].lower() not in _SPECIAL
+    )
 
 
 def _explicit_problem(address: str) -> str | None:
@@ -44,6 +63,8 @@ def check_address(address: str) -> str | None:
     """None when `address` is a valid dot-atom address, else a reason naming the address."""
     if not isinstance(address, str) or not address:
         return f"address {address!r} is empty"
+    if _plainly_valid(address):
+        return None
     problem = _explicit_problem(address)
     if problem is None:
         try:

@@ -76,8 +76,10 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 def _not_null(column: str) -> dict:
     """Partial index over set values only: rows start with NULL there, so inserts skip it."""
-    return {"postgresql_where": text(f"{column} IS NOT NULL"),
-            "sqlite_where": text(f"{column} IS NOT NULL")}
+    return {
+        "postgresql_where": text(f"{column} IS NOT NULL"),
+        "sqlite_where": text(f"{column} IS NOT NULL"),
+    }
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:

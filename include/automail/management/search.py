@@ -269,9 +269,7 @@ def _ordering(f: MailFilter) -> tuple[Any, Any]:
     return Mail.created_at.desc(), Mail.id.desc()
 
 
-def capped_count(
-    session: Session, clauses: list[Any], cap: int | None = None
-) -> tuple[int, bool]:
+def capped_count(session: Session, clauses: list[Any], cap: int | None = None) -> tuple[int, bool]:
     """(count, capped): stops reading after cap + 1 matches (cap: COUNT_CAP), so an
     unselective search costs a bounded scan instead of counting every match."""
     cap = COUNT_CAP if cap is None else cap
@@ -318,9 +316,7 @@ def _rows_by_id(session: Session, ids: list[int]) -> list[ResultRow]:
     return [found[i] for i in ids if i in found]
 
 
-def _first_matches_pg(
-    session: Session, f: MailFilter, clauses: list[Any]
-) -> tuple[int, list[int]]:
+def _first_matches_pg(session: Session, f: MailFilter, clauses: list[Any]) -> tuple[int, list[int]]:
     """One pass over at most COUNT_CAP + 1 matches (the planner's best unordered plan:
     trigram bitmaps for a selective body), materialized once: their count and, when
     that count is exact, the page's ids sorted from them."""
@@ -369,7 +365,9 @@ def _ordered_page_pg(session: Session, f: MailFilter, plain: list[Any]) -> list[
         else Mail.created_at
     )
     ordering = (
-        (created.asc(), Mail.id.asc()) if f.sort == "created_asc" else (created.desc(), Mail.id.desc())
+        (created.asc(), Mail.id.asc())
+        if f.sort == "created_asc"
+        else (created.desc(), Mail.id.desc())
     )
     while True:
         cand = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)

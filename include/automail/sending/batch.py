@@ -1,13 +1,17 @@
 """Sending one batch of claimed mails over one reused SMTP connection (F3, A8, B9, B10).
 
-Exactly-once bookkeeping, per mail i:
-1. an `in_flight` SendAttempt is written (and the claim checked/renewed) and committed
-   together with the outcome of mail i-1 — one commit per mail;
-2. the SMTP transaction runs;
-3. the outcome (attempt + status + event + address health) is written, committed with
-   step 1 of mail i+1.
-A worker killed between 1 and 3 leaves an `in_flight` attempt that lease recovery turns
-into `held` "in doubt" (claim.py); one killed elsewhere loses nothing committed.
+Exactly-once bookkeeping, per group of `send_commit_group` mails (default 20):
+1. an `in_flight` SendAttempt for every mail of the group is written (and the claim
+   checked/renewed) and committed together with the outcomes of the previous group —
+   one commit per group;
+2. the group's SMTP transactions run, one after another on the one connection;
+3. their outcomes (attempt + status + event + address health) are written, committed
+   with step 1 of the next group.
+The rule that matters holds for every mail: its in_flight row is committed before its
+DATA. A worker killed between 1 and 3 leaves in_flight attempts that lease recovery
+turns into `held` "in doubt" (claim.py) — at most one group's worth, never resent
+blindly; one killed elsewhere loses nothing committed. The group size trades that
+blast radius against commits per mail (one commit per mail costs ~3x throughput).
 
 "Sent" means accepted by the SMTP server (B10), not delivered. A bad recipient or an
 unsafe header makes only that mail an error (attempt outcome `refused`); the batch goes on.
@@ -19,10 +23,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 from sqlalchemy import Connection, insert, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,35 +45,59 @@ from automail.states import ERROR, HELD, SENT
 
 log = logging.getLogger(__name__)
 SessionFactory = Callable[[], Session]
+Ready = tuple[Mail, str, bytes]  # a built message: (mail, Message-ID, wire bytes)
+Outcome = tuple[Mail, int | None, SmtpResult, datetime, dict]  # (mail, attempt id, …)
 
-# PostgreSQL fast path: the common "accepted" outcome of mail i and the in_flight start
-# of mail i+1 go to the server as ONE multi-statement round trip, then one commit
-# (synchronous_commit off for that transaction only: a crash can lose at most the
-# last few commits of the WAL buffer, never leave a half-written mail). Other
-# outcomes and SQLite use the Core statements below; the semantics are identical.
-PG_SENT_SQL = """
-UPDATE send_attempts SET outcome='accepted', finished_at=:f_now, smtp_code=:f_code,
-  enhanced_code=:f_enh, message=:f_msg WHERE id=:f_aid;
-UPDATE mails SET status='sent', updated_at=:f_now, sent_at=:f_now, next_attempt_at=NULL,
-  last_error=NULL, claimed_by=NULL, lease_until=NULL, attempt_count=:f_n, message_id=:f_mid
-  WHERE id=:f_mail;
-INSERT INTO mail_events (mail_id, at, event, from_status, to_status, actor, detail)
-  VALUES (:f_mail, :f_now, 'sent', :f_from, 'sent', :f_actor, :f_msg);
-UPDATE customers SET consecutive_failures=0
-  WHERE id=:f_cid AND email=:f_to AND consecutive_failures<>0;
-"""
+# PostgreSQL fast path: one statement writes a whole group's in_flight starts, one the
+# common "accepted" outcomes of a group; both go out with the previous step's writes as
+# ONE round trip, then one commit (synchronous_commit off for that transaction only: a
+# crash can lose at most the last few commits of the WAL buffer, never leave a
+# half-written mail). Other outcomes and SQLite use the Core statements below; the
+# semantics are identical.
 PG_START_SQL = """
-WITH l AS (SELECT id FROM mails
-  WHERE id=:s_mail AND claimed_by=:s_claim AND attempt_count=:s_n - 1
-  FOR NO KEY UPDATE SKIP LOCKED),
-m AS (UPDATE mails SET attempt_count=:s_n, lease_until=:s_lease, message_id=:s_mid
-  FROM l WHERE mails.id = l.id RETURNING mails.id)
+WITH v(mail_id, n, mid) AS (VALUES {values}),
+l AS (SELECT mails.id FROM mails JOIN v ON mails.id = v.mail_id
+  WHERE mails.claimed_by = :claim AND mails.attempt_count = v.n - 1
+  FOR NO KEY UPDATE OF mails SKIP LOCKED),
+m AS (UPDATE mails SET attempt_count = v.n, lease_until = :lease, message_id = v.mid
+  FROM v WHERE mails.id = v.mail_id AND mails.id IN (SELECT id FROM l)
+  RETURNING mails.id, mails.attempt_count)
 INSERT INTO send_attempts (mail_id, attempt_no, claim_id, started_at, outcome)
-  SELECT id, :s_n, :s_claim, :s_now, 'in_flight' FROM m RETURNING id
+  SELECT id, attempt_count, :claim, :now, 'in_flight' FROM m RETURNING mail_id, id
+"""
+PG_SENT_SQL = """
+WITH v(aid, mail_id, n, mid, at, code, enh, msg, from_status, cid, to_addr) AS (VALUES {values}),
+a AS (UPDATE send_attempts SET outcome = 'accepted', finished_at = v.at,
+  smtp_code = v.code::int, enhanced_code = v.enh::text, message = v.msg::text
+  FROM v WHERE send_attempts.id = v.aid),
+m AS (UPDATE mails SET status = 'sent', updated_at = v.at, sent_at = v.at,
+  next_attempt_at = NULL, last_error = NULL, claimed_by = NULL, lease_until = NULL,
+  attempt_count = v.n, message_id = v.mid FROM v WHERE mails.id = v.mail_id),
+e AS (INSERT INTO mail_events (mail_id, at, event, from_status, to_status, actor, detail)
+  SELECT v.mail_id, v.at, 'sent', v.from_status::text, 'sent', :actor, v.msg::text FROM v)
+UPDATE customers SET consecutive_failures = 0 FROM v
+  WHERE customers.id = v.cid::bigint AND customers.email = v.to_addr::text
+  AND customers.consecutive_failures <> 0
 """
 # Two tries of one batch at once (Airflow re-running a mapped task while the first try
 # still runs) must never both send a mail: the start is fenced on attempt_count and
 # skips a row another transaction is writing (NO KEY UPDATE: FK checks pass it).
+SENT_COLUMNS = ("aid", "mail_id", "n", "mid", "at", "code", "enh", "msg", "from", "cid", "to")
+
+
+def _values_sql(prefix: str, columns: Sequence[str], rows: int) -> str:
+    """`(:p0_a, :p0_b), (:p1_a, :p1_b), …` for a VALUES list of `rows` rows."""
+    return ", ".join(
+        "(" + ", ".join(f":{prefix}{i}_{c}" for c in columns) + ")" for i in range(rows)
+    )
+
+
+def _values_params(prefix: str, columns: Sequence[str], rows: Sequence[Sequence]) -> dict:
+    return {
+        f"{prefix}{i}_{c}": v
+        for i, row in enumerate(rows)
+        for c, v in zip(columns, row, strict=True)
+    }
 
 
 @dataclass(frozen=True)
@@ -77,6 +106,7 @@ class Policy:
     backoff: list[int] | int
     lease_seconds: int
     invalid_after: int
+    commit_group: int
 
     @classmethod
     def load(cls, session: Session) -> Policy:
@@ -85,6 +115,7 @@ class Policy:
             settings.get(session, "retry_backoff_seconds"),
             settings.get(session, "lease_seconds"),
             settings.get(session, "invalid_after_failures"),
+            max(1, settings.get(session, "send_commit_group")),
         )
 
 
@@ -109,8 +140,10 @@ class BatchSender:
         self.summary = SendSummary()
         self.shops: dict[int, Shop] = {}
         self.pg = session.get_bind().dialect.name == "postgresql"
-        self.pending_sent: dict | None = None  # PG: a "sent" outcome not yet written
+        self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
+        self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
+        self.skipped = 0  # counted by the SMTP loop, added to the summary by the writer
 
     def shop(self, shop_id: int) -> Shop:
         if shop_id not in self.shops:
@@ -121,54 +154,54 @@ class BatchSender:
         return self.shops[shop_id]
 
     # -- step 1: in flight ----------------------------------------------------------
-    def start_attempt(self, mail: Mail, message_id: str, now: datetime) -> int | None:
-        """Write the in_flight attempt if we still hold the claim; returns its id.
+    def start_group(self, group: Sequence[tuple[Mail, str]], now: datetime) -> dict[int, int]:
+        """Write the in_flight attempts of `group` ((mail, message_id) pairs) for the mails
+        we still hold, together with the pending outcomes, and commit. Returns
+        {mail id: attempt id}; a mail missing from it must not be sent.
 
         The attempt_count check fences a second process sending the same batch under
         the same claim (Airflow re-running a mapped task while the first try still
         runs): whoever starts the attempt first wins, the other skips the mail.
         """
+        lease = now + timedelta(seconds=self.policy.lease_seconds)
         if self.pg:
-            params = {
-                "s_n": mail.attempt_count + 1,
-                "s_lease": now + timedelta(seconds=self.policy.lease_seconds),
-                "s_mid": message_id,
-                "s_mail": mail.id,
-                "s_claim": self.claim_id,
-                "s_now": now,
-            }
-            sql = "SET LOCAL synchronous_commit TO OFF;"
-            if self.pending_sent is not None:
-                sql += PG_SENT_SQL
-                params.update(self.pending_sent)
-                self.pending_sent = None
-            return self.session.execute(text(sql + PG_START_SQL), params).scalar()
-        res = self.session.execute(
-            update(Mail)
-            .where(
-                Mail.id == mail.id,
-                Mail.claimed_by == self.claim_id,
-                Mail.attempt_count == mail.attempt_count,
+            start_rows = [(m.id, m.attempt_count + 1, mid) for m, mid in group]
+            sql = "SET LOCAL synchronous_commit TO OFF;" + self._sent_sql()
+            sql += PG_START_SQL.format(values=_values_sql("s", ("m", "n", "i"), len(group)))
+            params = _values_params("s", ("m", "n", "i"), start_rows)
+            params.update(self._sent_params(), claim=self.claim_id, lease=lease, now=now)
+            self.sent_rows = []
+            started = dict(self.session.execute(text(sql), params).all())
+            self.session.commit()
+            return started
+        self.flush_pending()
+        started = {}
+        for mail, message_id in group:
+            res = self.session.execute(
+                update(Mail)
+                .where(
+                    Mail.id == mail.id,
+                    Mail.claimed_by == self.claim_id,
+                    Mail.attempt_count == mail.attempt_count,
+                )
+                .values(
+                    attempt_count=mail.attempt_count + 1, lease_until=lease, message_id=message_id
+                )
             )
-            .values(
-                attempt_count=mail.attempt_count + 1,
-                lease_until=now + timedelta(seconds=self.policy.lease_seconds),
-                message_id=message_id,
-            )
-        )
-        if res.rowcount != 1:
-            return None
-        return self.session.execute(
-            insert(SendAttempt)
-            .values(
-                mail_id=mail.id,
-                attempt_no=mail.attempt_count + 1,
-                claim_id=self.claim_id,
-                started_at=now,
-                outcome="in_flight",
-            )
-            .returning(SendAttempt.id)
-        ).scalar_one()
+            if res.rowcount == 1:
+                started[mail.id] = self.session.execute(
+                    insert(SendAttempt)
+                    .values(
+                        mail_id=mail.id,
+                        attempt_no=mail.attempt_count + 1,
+                        claim_id=self.claim_id,
+                        started_at=now,
+                        outcome="in_flight",
+                    )
+                    .returning(SendAttempt.id)
+                ).scalar_one()
+        self.session.commit()
+        return started
 
     # -- step 3: outcome --------------------------------------------------------------
     def finish(
@@ -185,22 +218,23 @@ class BatchSender:
         attempt_no = mail.attempt_count + 1
         outcome = outcome or result.outcome
         if outcome == "accepted" and self.pg and attempt_id is not None:
-            # PG fast path: PG_SENT_SQL writes the attempt, the mail and the event.
-            self.flush_pending()  # never more than one deferred outcome
-            self.pending_sent = {
-                "f_now": now,
-                "f_code": result.code,
-                "f_enh": result.enhanced,
-                "f_msg": _sent_detail(result)[:4000],
-                "f_aid": attempt_id,
-                "f_n": attempt_no,
-                "f_mid": message_id or mail.message_id,
-                "f_mail": mail.id,
-                "f_from": mail.status,
-                "f_actor": self.actor,
-                "f_cid": mail.customer_id,
-                "f_to": mail.to_address,
-            }
+            # PG fast path: PG_SENT_SQL writes the attempts, the mails and the events of
+            # the group's accepted mails in one statement (flush_pending / start_group).
+            self.sent_rows.append(
+                (
+                    attempt_id,
+                    mail.id,
+                    attempt_no,
+                    message_id or mail.message_id,
+                    now,
+                    result.code,
+                    result.enhanced,
+                    _sent_detail(result)[:4000],
+                    mail.status,
+                    mail.customer_id,
+                    mail.to_address,
+                )
+            )
             self.summary.sent += 1
             return
         attempt = {
@@ -228,7 +262,6 @@ class BatchSender:
         if message_id is not None:
             common["message_id"] = message_id
         change = self._status_change
-        self.flush_pending()
         if outcome == "accepted":
             detail = _sent_detail(result)
             change(
@@ -337,85 +370,119 @@ class BatchSender:
             threshold=self.policy.invalid_after,
         )
 
+    def _sent_sql(self) -> str:
+        if not self.sent_rows:
+            return ""
+        values = _values_sql("f", SENT_COLUMNS, len(self.sent_rows))
+        return PG_SENT_SQL.format(values=values) + ";"
+
+    def _sent_params(self) -> dict:
+        params = _values_params("f", SENT_COLUMNS, self.sent_rows)
+        return params | {"actor": self.actor} if self.sent_rows else params
+
     def flush_pending(self) -> None:
-        """Write a deferred "sent" outcome on its own (end of batch, or before a slow path)."""
-        if self.pending_sent is not None:
-            params, self.pending_sent = self.pending_sent, None
-            self.session.execute(
-                text("SET LOCAL synchronous_commit TO OFF;" + PG_SENT_SQL), params
-            )
+        """Write the deferred "accepted" outcomes on their own (end of batch, SQLite)."""
+        if self.sent_rows:
+            sql = "SET LOCAL synchronous_commit TO OFF;" + self._sent_sql()
+            self.session.execute(text(sql), self._sent_params())
+            self.sent_rows = []
 
     # -- the loop --------------------------------------------------------------------
     def run(self, mails: Sequence[Mail], smtp: SmtpConfig) -> None:
-        session = self.session
-        unavailable: str | None = None
+        """Send `mails` in groups, the bookkeeping of one group overlapping the SMTP
+        traffic of the previous one (PostgreSQL: in a helper thread; SQLite: in line).
+
+        While group k is on the wire, the helper writes and commits the outcomes of
+        group k-1 and the in_flight attempts of group k+1; group k+1 is sent only after
+        that commit, so every DATA still follows its mail's committed in_flight row.
+        """
+        size = self.policy.commit_group
+        groups = [mails[i : i + size] for i in range(0, len(mails), size)]
         pool = ThreadPoolExecutor(1, "automail-commit") if self.pg else None
+        done: list[Outcome] = []  # sent, not yet written
         with SmtpSession(smtp) as conn, pool or nullcontext():
-            for mail in mails:
-                now = _clock(self.fixed_now)
-                if unavailable is not None:
-                    self.finish(mail, None, SmtpResult("temp_fail", None, None, unavailable), now)
-                    continue
-                shop = self.shop(mail.shop_id)
-                message_id = mail.message_id or message_id_for(
-                    mail.id, mail.from_address, shop.code
+            ready, refused = self._prepare(groups[0]) if groups else ([], [])
+            started = self._write(done, refused, ready)
+            for k in range(len(groups)):
+                current = ready
+                next_ready, next_refused = (
+                    self._prepare(groups[k + 1]) if k + 1 < len(groups) else ([], [])
                 )
-                mail.message_id = message_id
-                reason = check_address(mail.to_address) if shop.address_check else None
-                address_reason = reason
-                data = b""
-                if reason is None:
-                    try:
-                        data = render_bytes(mail, shop, now, self.headers)
-                    except MailBuildError as exc:
-                        reason = f"cannot build the message: {exc}"
-                if reason is not None:
-                    self.finish(
-                        mail,
-                        None,
-                        SmtpResult("refused", None, None, reason),
-                        now,
-                        address_reason=address_reason,
-                        message_id=message_id,
-                    )
-                    continue
-                # Outcome of the previous mail + in_flight of this one, one commit. On
-                # PostgreSQL it runs in a helper thread while MAIL FROM / RCPT TO travel;
-                # DATA waits for it (the in_flight rule holds). SQLite: in line.
-                begun: Future[int | None] | None = None
-                if pool is not None:
-                    begun = pool.submit(self._begin, mail, message_id, now)
-                else:
-                    attempt_id = self._begin(mail, message_id, now)
-                    if attempt_id is None:
-                        self.summary.skipped += 1
-                        continue
+                job = partial(self._write, done, next_refused, next_ready)
+                pending = pool.submit(job) if pool is not None else None
+                sent = self._send_group(current, started, conn)
+                next_started = pending.result() if pending is not None else job()
+                done, ready, started = sent, next_ready, next_started
+            self._write(done, [], [])
+        self.summary.skipped += self.skipped
+
+    def _prepare(self, mails: Sequence[Mail]) -> tuple[list[Ready], list[Outcome]]:
+        """Check and build every message of a group: (ready to send, refused outcomes)."""
+        now = _clock(self.fixed_now)
+        ready: list[Ready] = []
+        refused: list[Outcome] = []
+        for mail in mails:
+            if self.unavailable is not None:
+                result = SmtpResult("temp_fail", None, None, self.unavailable)
+                refused.append((mail, None, result, now, {}))
+                continue
+            shop = self.shop(mail.shop_id)
+            message_id = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
+            mail.message_id = message_id
+            reason = check_address(mail.to_address) if shop.address_check else None
+            address_reason = reason
+            data = b""
+            if reason is None:
+                try:
+                    data = render_bytes(mail, shop, now, self.headers)
+                except MailBuildError as exc:
+                    reason = f"cannot build the message: {exc}"
+            if reason is None:
+                ready.append((mail, message_id, data))
+            else:
+                result = SmtpResult("refused", None, None, reason)
+                extra = {"address_reason": address_reason, "message_id": message_id}
+                refused.append((mail, None, result, now, extra))
+        return ready, refused
+
+    def _write(
+        self, done: list[Outcome], refused: list[Outcome], ready: list[Ready]
+    ) -> dict[int, int]:
+        """One transaction: outcomes so far, then the in_flight starts of `ready`; commit.
+        Returns {mail id: attempt id} of the started mails."""
+        for mail, attempt_id, result, at, extra in (*done, *refused):
+            self.finish(mail, attempt_id, result, at, **extra)
+        if ready:
+            return self.start_group([(m, mid) for m, mid, _ in ready], _clock(self.fixed_now))
+        self.flush_pending()
+        self.session.commit()
+        return {}
+
+    def _send_group(
+        self, ready: list[Ready], started: dict[int, int], conn: SmtpSession
+    ) -> list[Outcome]:
+        """SMTP only: no database access here (the helper thread owns the session)."""
+        outcomes: list[Outcome] = []
+        for mail, _message_id, data in ready:
+            attempt_id = started.get(mail.id)
+            if attempt_id is None:  # claim lost or another try started it: not ours
+                self.skipped += 1
+                continue
+            if self.unavailable is None:
                 try:
                     result = conn.send(
                         mail.return_path or mail.from_address,
                         mail.to_address.strip(),
                         split_address_list(mail.bcc),
                         data,
-                        None if begun is None else (lambda b=begun: b.result() is not None),
                     )
                 except SmtpUnavailable as exc:
-                    unavailable = str(exc)
-                    result = SmtpResult("temp_fail", None, None, unavailable)
-                    log.warning("batch %s: %s", self.claim_id, unavailable)
-                if begun is not None:
-                    attempt_id = begun.result()  # always joined before the session is reused
-                    if attempt_id is None:  # claim lost: no DATA was sent
-                        self.summary.skipped += 1
-                        continue
-                assert result is not None  # None only when the claim was lost
-                self.finish(mail, attempt_id, result, _clock(self.fixed_now))
-        self.flush_pending()
-        session.commit()
-
-    def _begin(self, mail: Mail, message_id: str, now: datetime) -> int | None:
-        attempt_id = self.start_attempt(mail, message_id, now)
-        self.session.commit()
-        return attempt_id
+                    self.unavailable = str(exc)
+                    log.warning("batch %s: %s", self.claim_id, self.unavailable)
+            if self.unavailable is not None:
+                result = SmtpResult("temp_fail", None, None, self.unavailable)
+            outcomes.append((mail, attempt_id, result, _clock(self.fixed_now), {}))
+        return outcomes
 
 
 def _sent_detail(result: SmtpResult) -> str:
@@ -446,14 +513,20 @@ def send_batch(
             session.commit()
             sender.summary.stopped = True
             return sender.summary
-        # Renew the lease (the batch may have waited for a pool slot) and load our mails.
+        # Renew the lease if half of it is gone (the batch waited for a pool slot); a
+        # fresh claim is left alone: every rewrite of a mail row updates all its indexes.
         lease_until = start + timedelta(seconds=policy.lease_seconds)
+        renew_before = start + timedelta(seconds=policy.lease_seconds / 2)
         mails: list[Mail] = []
         for i in range(0, len(ids), CHUNK):
             chunk = ids[i : i + CHUNK]
             session.execute(
                 update(Mail)
-                .where(Mail.id.in_(chunk), Mail.claimed_by == claim_id)
+                .where(
+                    Mail.id.in_(chunk),
+                    Mail.claimed_by == claim_id,
+                    Mail.lease_until < renew_before,
+                )
                 .values(lease_until=lease_until)
             )
             mails.extend(

@@ -18,7 +18,6 @@ import json
 import os
 import smtplib
 import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
@@ -191,19 +190,13 @@ class SmtpSession:
         to_address: str,
         bcc: list[str],
         data: bytes,
-        before_data: Callable[[], bool] | None = None,
-    ) -> SmtpResult | None:
-        """One SMTP transaction. Raises SmtpUnavailable when no connection can be had.
-
-        `before_data` (if given) runs after RCPT TO and before DATA; when it returns
-        False the transaction is reset and None returned: nothing was sent. The batch
-        uses it to wait for its in_flight commit while MAIL/RCPT already travel.
-        """
+    ) -> SmtpResult:
+        """One SMTP transaction. Raises SmtpUnavailable when no connection can be had."""
         for reconnected in (False, True):
             if self.client is None:
                 self.connect()
             try:
-                return self._transaction(envelope_from, to_address, bcc, data, before_data)
+                return self._transaction(envelope_from, to_address, bcc, data)
             except _DroppedBeforeData as exc:
                 self.client = None
                 if reconnected:
@@ -216,27 +209,29 @@ class SmtpSession:
         to: str,
         bcc: list[str],
         data: bytes,
-        before_data: Callable[[], bool] | None,
-    ) -> SmtpResult | None:
+    ) -> SmtpResult:
         client = self.client
         assert client is not None
+        for role, address in (("envelope sender", sender), ("recipient", to)):
+            if _unsafe(address):
+                return SmtpResult("refused", None, None, f"{role} {address!r}: {UNSAFE}")
         try:
-            code, reply = client.mail(sender)
+            code, reply = _command(client, "mail", "FROM", sender)
             if code != 250:
                 self._rset()
                 return _result(code, reply, "MAIL FROM")
-            code, reply = client.rcpt(to)
+            code, reply = _command(client, "rcpt", "TO", to)
             if code not in (250, 251):
                 self._rset()
                 return _result(code, reply, "RCPT TO")
             refused = {}
             for address in bcc:
-                bcode, breply = client.rcpt(address)
+                if _unsafe(address):
+                    refused[address] = UNSAFE
+                    continue
+                bcode, breply = _command(client, "rcpt", "TO", address)
                 if bcode not in (250, 251):
                     refused[address] = f"{bcode} {_text(breply)}"
-            if before_data is not None and not before_data():
-                self._rset()
-                return None
             client.putcmd("data")
             code, reply = client.getreply()
             if code != 354:
@@ -272,3 +267,22 @@ class SmtpSession:
 
 class _DroppedBeforeData(Exception):
     pass
+
+
+UNSAFE = "contains <, >, a space, a line break or NUL; not usable in an SMTP command"
+
+
+def _unsafe(address: str) -> bool:
+    return not address or any(c in address for c in "<>\r\n\0 \t")
+
+
+def _command(client: smtplib.SMTP, verb: str, keyword: str, address: str) -> tuple[int, bytes]:
+    """`MAIL FROM:<a>` / `RCPT TO:<a>` with the bare address as stored.
+
+    smtplib's mail()/rcpt() re-parse each address with email.utils.parseaddr, which
+    costs as much as building the message and rewrites legacy local parts (a..b@) that
+    a shop may have allowed; our addresses are bare addr-specs, and the characters that
+    could break the command line are refused before (`_unsafe`).
+    """
+    client.putcmd(verb, f"{keyword}:<{address}>")
+    return client.getreply()

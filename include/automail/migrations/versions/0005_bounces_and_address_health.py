@@ -24,9 +24,7 @@ def upgrade() -> None:
     with op.batch_alter_table("bounces", schema=None) as batch_op:
         batch_op.add_column(sa.Column("matched_by", sa.String(length=16), nullable=True))
         batch_op.add_column(sa.Column("effect", sa.String(length=16), nullable=True))
-        batch_op.add_column(
-            sa.Column("original_message_id", sa.String(length=255), nullable=True)
-        )
+        batch_op.add_column(sa.Column("original_message_id", sa.String(length=255), nullable=True))
         batch_op.create_index("ix_bounces_mail", ["mail_id"], unique=False)
         batch_op.create_index("ix_bounces_received", ["received_at", "id"], unique=False)
         batch_op.create_index("ix_bounces_recipient", ["recipient"], unique=False)
