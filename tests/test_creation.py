@@ -217,3 +217,25 @@ def test_bad_interval_is_refused(session) -> None:
         create_transactional(session, T, T)
     with pytest.raises(ValueError, match="timezone-aware"):
         create_transactional(session, T.replace(tzinfo=None), T.replace(tzinfo=None) + HOUR)
+
+
+def test_sources_skip_orders_that_have_their_mail_before_rendering(session, shop) -> None:
+    # Reruns and overlapping windows must not re-render: the stream leaves out every
+    # order whose mail exists, across keyset chunks (chunk of 7 over 30 orders).
+    from automail.creation.sources import stream_sources
+
+    for i in range(30):
+        _order_at(session, shop, T + timedelta(minutes=i), email=f"s{i}@example.jp")
+    set_kind(session, shop, "order_confirmation", True, now=T)
+    session.commit()
+    create_transactional(session, T, T + timedelta(minutes=10), now=T + HOUR)
+    assert len(_keys(session)) == 10
+
+    def streamed() -> list[str]:
+        chunks = stream_sources(session, shop.id, "order_confirmation", T, T + HOUR, 7)
+        return [row.source_key for chunk in chunks for row in chunk]
+
+    rest = streamed()
+    assert len(rest) == 20 and not {("order_confirmation", k) for k in rest} & _keys(session)
+    create_transactional(session, T, T + HOUR, now=T + HOUR)
+    assert streamed() == []
