@@ -51,16 +51,31 @@ c.stop()
 """
 
 
-def emit(name: str, value: float, unit: str, baseline: str | None = None,
-         ratio: float | None = None) -> None:
-    print(json.dumps({"name": name, "value": round(value, 1), "unit": unit,
-                      "baseline": baseline, "ratio": None if ratio is None else round(ratio, 2)},
-                     ensure_ascii=False), flush=True)
+def emit(
+    name: str, value: float, unit: str, baseline: str | None = None, ratio: float | None = None
+) -> None:
+    print(
+        json.dumps(
+            {
+                "name": name,
+                "value": round(value, 1),
+                "unit": unit,
+                "baseline": baseline,
+                "ratio": None if ratio is None else round(ratio, 2),
+            },
+            ensure_ascii=False,
+        ),
+        flush=True,
+    )
 
 
 def start_sink(port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", SINK_CODE, str(port)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SINK_CODE, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
     return proc
 
@@ -70,11 +85,14 @@ def reset_store(url: str) -> None:
     from automail.db import make_engine
 
     target = make_url(url)
-    admin = make_engine(target.set(database="postgres").render_as_string(hide_password=False),
-                        isolation_level="AUTOCOMMIT")
+    admin = make_engine(
+        target.set(database="postgres").render_as_string(hide_password=False),
+        isolation_level="AUTOCOMMIT",
+    )
     with admin.connect() as conn:
-        if not conn.scalar(text("SELECT 1 FROM pg_database WHERE datname=:n"),
-                           {"n": target.database}):
+        if not conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname=:n"), {"n": target.database}
+        ):
             conn.execute(text(f'CREATE DATABASE "{target.database}"'))
     admin.dispose()
     engine = make_engine(url)
@@ -94,23 +112,48 @@ def seed(factory, n: int) -> None:  # noqa: ANN001
         shop = make_shop(session, bcc=None)
         settings.put(session, "send_cap_per_run", max(n, 30000))
         settings.put(session, "send_batch_size", 500)
-        session.execute(insert(Customer), [
-            {"shop_id": shop.id, "name": f"山田 花子{i}", "email": f"user{i}@example.jp",
-             "signed_up_at": now, "marketing_opt_in": True, "address_valid": True,
-             "address_cleaned": False, "consecutive_failures": 0} for i in range(n)])
+        session.execute(
+            insert(Customer),
+            [
+                {
+                    "shop_id": shop.id,
+                    "name": f"山田 花子{i}",
+                    "email": f"user{i}@example.jp",
+                    "signed_up_at": now,
+                    "marketing_opt_in": True,
+                    "address_valid": True,
+                    "address_cleaned": False,
+                    "consecutive_failures": 0,
+                }
+                for i in range(n)
+            ],
+        )
         ids = session.scalars(select(Customer.id).order_by(Customer.id)).all()
-        rows = [{
-            "shop_id": shop.id, "kind": "order_confirmation", "source_key": f"bench:{i}",
-            "customer_id": cid, "to_address": f"user{i}@example.jp",
-            "from_address": shop.from_address, "from_name": shop.from_name,
-            "reply_to": shop.reply_to, "return_path": shop.return_path,
-            "subject": f"【{shop.name}】ご注文ありがとうございます（注文番号 TEA-{i:06d}）",
-            "body_text": (f"山田 花子{i} 様\n\nこの度は{shop.name}をご利用いただき誠にありがとう"
-                          "ございます。\n下記の内容でご注文を承りました。\n\n"
-                          f"注文番号: TEA-{i:06d}\n静岡産 深蒸し煎茶 100g × 2  2,160円\n"
-                          f"送料 550円\n合計 2,926円\n\n{shop.signature_pc}\n"),
-            "status": "unsent", "mode": "auto", "attempt_count": 0, "device": "pc",
-        } for i, cid in enumerate(ids)]
+        rows = [
+            {
+                "shop_id": shop.id,
+                "kind": "order_confirmation",
+                "source_key": f"bench:{i}",
+                "customer_id": cid,
+                "to_address": f"user{i}@example.jp",
+                "from_address": shop.from_address,
+                "from_name": shop.from_name,
+                "reply_to": shop.reply_to,
+                "return_path": shop.return_path,
+                "subject": f"【{shop.name}】ご注文ありがとうございます（注文番号 TEA-{i:06d}）",
+                "body_text": (
+                    f"山田 花子{i} 様\n\nこの度は{shop.name}をご利用いただき誠にありがとう"
+                    "ございます。\n下記の内容でご注文を承りました。\n\n"
+                    f"注文番号: TEA-{i:06d}\n静岡産 深蒸し煎茶 100g × 2  2,160円\n"
+                    f"送料 550円\n合計 2,926円\n\n{shop.signature_pc}\n"
+                ),
+                "status": "unsent",
+                "mode": "auto",
+                "attempt_count": 0,
+                "device": "pc",
+            }
+            for i, cid in enumerate(ids)
+        ]
         for start in range(0, n, 5000):
             session.execute(insert(Mail), rows[start : start + 5000])
         session.commit()
@@ -141,17 +184,20 @@ def run_automail(factory, url: str, smtp, workers: int) -> tuple[float, int]:  #
     if workers == 1:
         t0 = time.perf_counter()
         plan = plan_run(factory, "bench")
-        sent = sum(send_batch(factory, b, plan.claim_id, smtp, "bench").sent
-                   for b in plan.batches)
+        sent = sum(send_batch(factory, b, plan.claim_id, smtp, "bench").sent for b in plan.batches)
         return time.perf_counter() - t0, sent
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         list(pool.map(_warm, range(workers)))  # start the workers outside the timing
         t0 = time.perf_counter()
         plan = plan_run(factory, "bench")
-        sent = sum(r["sent"] for r in pool.map(
-            _batch_in_process, *zip(*[(url, b, plan.claim_id, smtp) for b in plan.batches],
-                                    strict=True)))
+        sent = sum(
+            r["sent"]
+            for r in pool.map(
+                _batch_in_process,
+                *zip(*[(url, b, plan.claim_id, smtp) for b in plan.batches], strict=True),
+            )
+        )
         return time.perf_counter() - t0, sent
 
 
@@ -162,8 +208,9 @@ def prebuilt_messages(factory) -> list[tuple[str, str, bytes]]:  # noqa: ANN001
     with factory() as session:
         shop = session.scalars(select(Shop)).one()
         out = []
-        for mail in session.scalars(select(Mail).where(Mail.kind == "order_confirmation")
-                                    .order_by(Mail.id)):
+        for mail in session.scalars(
+            select(Mail).where(Mail.kind == "order_confirmation").order_by(Mail.id)
+        ):
             mail.message_id = message_id_for(mail.id, mail.from_address, shop.code)
             out.append((mail.from_address, mail.to_address, as_bytes(build_message(mail, shop))))
         session.rollback()
@@ -181,12 +228,16 @@ def run_plain(port: int, messages: list[tuple[str, str, bytes]]) -> float:
 def run_naive(port: int, n: int) -> float:
     home = tempfile.mkdtemp(prefix="automail-bench-airflow-")
     os.environ.setdefault("AIRFLOW_HOME", home)
-    os.environ.update({
-        "AIRFLOW__SMTP__SMTP_HOST": "127.0.0.1", "AIRFLOW__SMTP__SMTP_PORT": str(port),
-        "AIRFLOW__SMTP__SMTP_SSL": "False", "AIRFLOW__SMTP__SMTP_STARTTLS": "False",
-        "AIRFLOW__SMTP__SMTP_MAIL_FROM": "shop@tea.example.jp",
-        "AIRFLOW_CONN_SMTP_DEFAULT": f"smtp://127.0.0.1:{port}",
-    })
+    os.environ.update(
+        {
+            "AIRFLOW__SMTP__SMTP_HOST": "127.0.0.1",
+            "AIRFLOW__SMTP__SMTP_PORT": str(port),
+            "AIRFLOW__SMTP__SMTP_SSL": "False",
+            "AIRFLOW__SMTP__SMTP_STARTTLS": "False",
+            "AIRFLOW__SMTP__SMTP_MAIL_FROM": "shop@tea.example.jp",
+            "AIRFLOW_CONN_SMTP_DEFAULT": f"smtp://127.0.0.1:{port}",
+        }
+    )
     import logging
 
     from airflow.utils.email import send_email
@@ -195,8 +246,12 @@ def run_naive(port: int, n: int) -> float:
     send_email(["warmup@example.jp"], "warm-up", "<p>warm-up</p>")  # imports, config
     t0 = time.perf_counter()
     for i in range(n):
-        send_email([f"user{i}@example.jp"], "【お茶の山田園】ご注文ありがとうございます",
-                   f"<p>山田 花子{i} 様</p><p>ご注文を承りました。</p>", mime_charset="utf-8")
+        send_email(
+            [f"user{i}@example.jp"],
+            "【お茶の山田園】ご注文ありがとうございます",
+            f"<p>山田 花子{i} 様</p><p>ご注文を承りました。</p>",
+            mime_charset="utf-8",
+        )
     return time.perf_counter() - t0
 
 
@@ -238,10 +293,20 @@ def main(argv: list[str] | None = None) -> None:
         label = "1 connection" if workers == 1 else f"{workers} connections (processes)"
         rate = args.mails / auto_s
         emit(f"automail, {label}, PostgreSQL, build+send+bookkeeping", rate, "mails/s")
-        emit(f"automail ({label}) vs plain loop", rate, "mails/s", "plain smtplib loop",
-             rate / plain_rate)
-        emit(f"automail ({label}) vs naive", rate, "mails/s", "airflow send_email per mail",
-             rate / naive_rate)
+        emit(
+            f"automail ({label}) vs plain loop",
+            rate,
+            "mails/s",
+            "plain smtplib loop",
+            rate / plain_rate,
+        )
+        emit(
+            f"automail ({label}) vs naive",
+            rate,
+            "mails/s",
+            "airflow send_email per mail",
+            rate / naive_rate,
+        )
         emit(f"automail wall time ({label})", auto_s, "s", None, None)
 
 

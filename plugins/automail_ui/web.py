@@ -213,9 +213,7 @@ def search_page(request: Request, user: GetUserDep, session: SessionDep) -> HTML
         filter=f,
         query=query,
         prev_query=urlencode(with_page(f, f.page - 1).as_params()) if f.page > 1 else None,
-        next_query=urlencode(with_page(f, f.page + 1).as_params())
-        if result.has_next
-        else None,
+        next_query=urlencode(with_page(f, f.page + 1).as_params()) if result.has_next else None,
         sort_query={
             s: urlencode({**f.as_params(), "sort": s, "page": "1"})
             for s in ("created_desc", "created_asc")
