@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from automail.bounces.ingest import ingest_message, ingest_raw, verp_return_path
 from automail.db import session_factory
+from automail.management.detail import get_detail
 from automail.models import Bounce, Customer, Mail, MailEvent
 from automail.sample_data import make_customer, make_shop
 from automail.smtp_sink import SmtpSink
@@ -75,6 +76,11 @@ def test_delayed_hard_bounce_after_sent_flips_result_and_cleans_address(
     assert c.address_cleaned is True and c.address_valid is True
     assert c.consecutive_failures == 1
     assert "userunknown" in c.address_reason
+    # "what happened to mail X": the detail (screen and `automail mails show`) has it
+    bounced = get_detail(session, mail_id).bounces
+    assert [(b.outcome, b.smtp_code, b.enhanced_code, b.reason, b.effect) for b in bounced] == [
+        ("hard", 550, "5.1.1", "userunknown", "applied")
+    ]
 
 
 def test_soft_bounce_counts_a_failure_without_cleaning(

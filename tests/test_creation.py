@@ -239,3 +239,24 @@ def test_sources_skip_orders_that_have_their_mail_before_rendering(session, shop
     assert len(rest) == 20 and not {("order_confirmation", k) for k in rest} & _keys(session)
     create_transactional(session, T, T + HOUR, now=T + HOUR)
     assert streamed() == []
+
+
+def test_partitions_split_a_window_without_gap_or_overlap(session, shop) -> None:
+    # The DAG's mapped create_partition tasks: 3 partitions over one window, small
+    # chunks so the split crosses keyset pages, equal one unpartitioned run.
+    from automail.creation.create import finish, plan, run_job
+
+    for i in range(40):
+        _order_at(session, shop, T + timedelta(minutes=i), email=f"p{i}@example.jp")
+    set_kind(session, shop, "order_confirmation", True, now=T)
+    settings.put(session, "creation_chunk_size", 6)
+    session.commit()
+    jobs = plan(session, T, T + HOUR)
+    session.commit()
+    per_partition = [
+        run_job(session, jobs[0], "test", now=T + HOUR, partition=p, partitions=3).total
+        for p in range(3)
+    ]
+    finish(session, jobs, T + HOUR, T + HOUR)
+    assert sorted(per_partition) == [13, 13, 14]  # ids 1..40 split by id % 3
+    assert len(_keys(session, "order_confirmation")) == 40

@@ -177,6 +177,15 @@ def _show(args: argparse.Namespace) -> None:
         print(
             f"{local_minute(e.at, tz)} {e.event} {e.from_status or ''}->{e.to_status or ''} by {e.actor} {e.detail or ''}"
         )
+    print("--- bounces ---")
+    for b in d.bounces:
+        print(
+            f"{local_minute(b.received_at, tz)} {b.kind} {b.outcome} {b.smtp_code or ''} "
+            f"{b.enhanced_code or ''} {b.reason or ''} (matched by {b.matched_by}, {b.effect}) "
+            f"{b.diagnostic or ''}"
+        )
+    if not d.bounces:
+        print("(none)")
 
 
 def _report(result: actions.ActionResult) -> int:

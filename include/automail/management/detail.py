@@ -11,7 +11,7 @@ from email.headerregistry import Address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automail.models import Mail, MailEvent, SendAttempt, Shop
+from automail.models import Bounce, Mail, MailEvent, SendAttempt, Shop
 from automail.states import ACTION_FROM, KIND_LABELS, ROW_ACTION_LABEL
 
 
@@ -43,6 +43,22 @@ class Event:
 
 
 @dataclass(frozen=True)
+class BounceRow:
+    """A bounce/DSN matched to this mail (E1): what came back, and what it changed."""
+
+    received_at: datetime
+    kind: str
+    recipient: str | None
+    outcome: str
+    smtp_code: int | None
+    enhanced_code: str | None
+    reason: str | None
+    diagnostic: str | None
+    matched_by: str | None
+    effect: str | None
+
+
+@dataclass(frozen=True)
 class MailDetail:
     id: int
     shop: str
@@ -71,6 +87,7 @@ class MailDetail:
     customer_id: int | None
     attempts: list[Attempt]
     events: list[Event]
+    bounces: list[BounceRow]
 
     @property
     def row_action(self) -> str | None:
@@ -123,6 +140,7 @@ def get_detail(session: Session, mail_id: int) -> MailDetail:
     copies = session.scalars(
         select(Mail.id).where(Mail.copied_from_id == mail_id).order_by(Mail.id)
     )
+    bounces = session.scalars(select(Bounce).where(Bounce.mail_id == mail_id).order_by(Bounce.id))
     return MailDetail(
         id=mail.id,
         shop=shop.code if shop else str(mail.shop_id),
@@ -163,5 +181,20 @@ def get_detail(session: Session, mail_id: int) -> MailDetail:
         ],
         events=[
             Event(e.at, e.event, e.from_status, e.to_status, e.actor, e.detail) for e in events
+        ],
+        bounces=[
+            BounceRow(
+                b.received_at,
+                b.kind,
+                b.recipient,
+                b.outcome,
+                b.smtp_code,
+                b.enhanced_code,
+                b.reason,
+                b.diagnostic,
+                b.matched_by,
+                b.effect,
+            )
+            for b in bounces
         ],
     )
