@@ -16,12 +16,12 @@ same rules there (eligibility, filter, dedupe) — timed on the same data.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
+import figures
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -56,21 +56,8 @@ PREFS = [
 
 
 def emit(name: str, value: float, unit: str, baseline: float | None = None) -> None:
-    """ratio = how many times better than the baseline (time: baseline/value, rate: value/baseline)."""
-    better = (baseline / value if unit == "s" else value / baseline) if baseline and value else None
-    ratio = None if better is None else round(better, 2)
-    print(
-        json.dumps(
-            {
-                "name": name,
-                "value": round(value, 3),
-                "unit": unit,
-                "baseline": None if baseline is None else round(baseline, 3),
-                "ratio": ratio,
-            }
-        ),
-        flush=True,
-    )
+    better = figures.lower_is_better if unit == "s" else figures.higher_is_better
+    figures.emit(name, value, unit, baseline, better(value, baseline), digits=3)
 
 
 def fresh_database(url: str) -> None:

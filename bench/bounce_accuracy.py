@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import figures
 
 from automail.bounces import ParsedBounce, parse_bounce
 from automail.bounces.rules import match_reason
@@ -30,8 +31,7 @@ GROUPS = ("lhost", "rhost", "rfc3464", "rfc3834", "arf")
 
 
 def _emit(name: str, value: float, unit: str) -> None:
-    line = {"name": name, "value": round(value, 1), "unit": unit, "baseline": None}
-    print(json.dumps({**line, "ratio": None}), flush=True)
+    figures.emit(name, value, unit)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:

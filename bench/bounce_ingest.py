@@ -15,7 +15,6 @@ same messages, so ratio = share of the parse-only rate that full ingestion keeps
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
@@ -24,6 +23,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import figures
 from sqlalchemy import insert, select, text
 
 from automail import migrate
@@ -39,9 +39,7 @@ from bounce_helpers import bare_bounce, dsn  # noqa: E402
 
 
 def _emit(name: str, value: float, unit: str, baseline: float | None = None) -> None:
-    ratio = round(value / baseline, 3) if baseline else None
-    line = {"name": name, "value": round(value, 1), "unit": unit}
-    print(json.dumps({**line, "baseline": baseline and round(baseline, 1), "ratio": ratio}))
+    figures.emit(name, value, unit, baseline, figures.higher_is_better(value, baseline))
 
 
 def _setup(url: str, mails: int) -> list[tuple[int, str]]:

@@ -19,25 +19,14 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 
+import figures
 from sqlalchemy import text
 
 DEFAULT_URL = "postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench"
 
 
 def _emit(name: str, value: float, unit: str, baseline: float | None = None) -> None:
-    ratio = round(value / baseline, 3) if baseline else None
-    print(
-        json.dumps(
-            {
-                "name": name,
-                "value": round(value, 1),
-                "unit": unit,
-                "baseline": baseline,
-                "ratio": ratio,
-            }
-        ),
-        flush=True,
-    )
+    figures.emit(name, value, unit, baseline, figures.higher_is_better(value, baseline))
 
 
 def prepare(url: str, orders: int, now: datetime) -> None:

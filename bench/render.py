@@ -16,20 +16,19 @@ Also prints what compiling per mail (no cache) would give, for comparison.
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
+import figures
+
 BUDGET_PER_S = 20000.0
 
 
 def _emit(name: str, value: float, unit: str, baseline: float | None) -> None:
-    ratio = round(value / baseline, 3) if baseline else None
-    line = {"name": name, "value": round(value, 1), "unit": unit, "baseline": baseline}
-    print(json.dumps({**line, "ratio": ratio}), flush=True)
+    figures.emit(name, value, unit, baseline, figures.higher_is_better(value, baseline))
 
 
 def _rows(n: int) -> list[tuple[SimpleNamespace, SimpleNamespace, list[SimpleNamespace]]]:

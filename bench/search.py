@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import random
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 
+import figures
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import Engine, make_url
 
@@ -71,19 +71,7 @@ AFTER_LOAD = {
 
 
 def emit(name: str, value: float, unit: str, baseline: float | None = None) -> None:
-    ratio = round(baseline / value, 1) if baseline and value else None
-    print(
-        json.dumps(
-            {
-                "name": name,
-                "value": round(value, 1),
-                "unit": unit,
-                "baseline": None if baseline is None else round(baseline, 1),
-                "ratio": ratio,
-            }
-        ),
-        flush=True,
-    )
+    figures.emit(name, value, unit, baseline, figures.lower_is_better(value, baseline))
 
 
 def fresh_db(url: str) -> None:

@@ -20,7 +20,6 @@ Prints JSON lines {"name","value","unit","baseline","ratio"}.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import os
 import smtplib
@@ -31,6 +30,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, datetime
 
+from figures import emit
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import make_url
 
@@ -49,24 +49,6 @@ print("ready", flush=True)
 sys.stdin.read()  # until the parent closes stdin
 c.stop()
 """
-
-
-def emit(
-    name: str, value: float, unit: str, baseline: str | None = None, ratio: float | None = None
-) -> None:
-    print(
-        json.dumps(
-            {
-                "name": name,
-                "value": round(value, 1),
-                "unit": unit,
-                "baseline": baseline,
-                "ratio": None if ratio is None else round(ratio, 2),
-            },
-            ensure_ascii=False,
-        ),
-        flush=True,
-    )
 
 
 def start_sink(port: int) -> subprocess.Popen:
