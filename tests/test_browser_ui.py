@@ -215,6 +215,8 @@ def test_screen_end_to_end_in_chromium(server, engine, session, sink, browser_pa
 
 
 def _shot(page, tmp_path: Path, name: str) -> None:
+    # docs/*.png: AUTOMAIL_UPDATE_SCREENSHOTS=1; install Debian's fonts-noto-cjk first,
+    # or the Japanese text renders as boxes (the test itself needs no fonts).
     page.screenshot(path=str(tmp_path / name), full_page=True)
     if os.environ.get("AUTOMAIL_UPDATE_SCREENSHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
