@@ -134,7 +134,13 @@ class ImapSource:
             self.conn = imaplib.IMAP4(host, port or 143, timeout=timeout)
             if starttls:
                 self.conn.starttls(ssl.create_default_context())
-        self.conn.login(login, password or "")
+        try:
+            self.conn.login(login, password or "")
+        except imaplib.IMAP4.error as exc:
+            self.conn.shutdown()
+            raise ValueError(
+                f"connection {CONN_ID!r}: IMAP login {login!r} at {host}:{port} refused: {exc}"
+            ) from exc
         status, data = self.conn.select(_quote(folder))
         if status != "OK":
             raise ValueError(f"IMAP folder {folder!r}: cannot select it ({data!r})")
