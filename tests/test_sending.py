@@ -463,3 +463,18 @@ def test_cli_send_run_release_and_recover(
     assert main(["send", "recover"]) == 0
     assert main(["send", "run", "--run-id", "cli-2"]) == 0
     assert [m.rcpt_tos[0] for m in smtp_sink.messages] == ["hanako@example.jp", "h@example.jp"]
+
+
+def test_postgres_fast_path_quotes_every_value_literally(engine: Engine) -> None:
+    # The group statements are built client-side (batch._pg_statement): values with
+    # quotes, percent signs and parameter-like text must arrive exactly as given.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL fast path")
+    from automail.sending.batch import _pg_statement
+
+    tricky = [(1, "100% 'done' %(actor)s; --"), (2, None), (3, "日本語\\n")]
+    template = "SELECT a, b FROM (VALUES {values}) v(a, b) WHERE %(x)s = '50%%'"
+    with engine.connect() as conn:
+        cur = conn.connection.dbapi_connection.cursor()
+        cur.execute(_pg_statement(cur, template, {"x": "50%"}, tricky))
+        assert cur.fetchall() == tricky
