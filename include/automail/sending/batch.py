@@ -389,9 +389,10 @@ class BatchSender:
         """Send `mails` in groups, the bookkeeping of one group overlapping the SMTP
         traffic of the previous one (PostgreSQL: in a helper thread; SQLite: in line).
 
-        While group k is on the wire, the helper writes and commits the outcomes of
-        group k-1 and the in_flight attempts of group k+1; group k+1 is sent only after
-        that commit, so every DATA still follows its mail's committed in_flight row.
+        While group k is on the wire, the helper builds the messages of group k+1, then
+        writes and commits the outcomes of group k-1 and the in_flight attempts of group
+        k+1; group k+1 is sent only after that commit, so every DATA still follows its
+        mail's committed in_flight row.
         """
         size = self.policy.commit_group
         groups = [mails[i : i + size] for i in range(0, len(mails), size)]
@@ -402,16 +403,21 @@ class BatchSender:
             started = self._write(done, refused, ready)
             for k in range(len(groups)):
                 current = ready
-                next_ready, next_refused = (
-                    self._prepare(groups[k + 1]) if k + 1 < len(groups) else ([], [])
-                )
-                job = partial(self._write, done, next_refused, next_ready)
+                job = partial(self._next_group, groups[k + 1] if k + 1 < len(groups) else [], done)
                 pending = pool.submit(job) if pool is not None else None
                 sent = self._send_group(current, started, conn)
-                next_started = pending.result() if pending is not None else job()
-                done, ready, started = sent, next_ready, next_started
+                ready, started = pending.result() if pending is not None else job()
+                done = sent
             self._write(done, [], [])
         self.summary.skipped += self.skipped
+
+    def _next_group(
+        self, mails: Sequence[Mail], done: list[Outcome]
+    ) -> tuple[list[Ready], dict[int, int]]:
+        """The helper's share while a group is on the wire: build the next group, then
+        write the outcomes so far and the next group's in_flight starts."""
+        ready, refused = self._prepare(mails)
+        return ready, self._write(done, refused, ready)
 
     def _prepare(self, mails: Sequence[Mail]) -> tuple[list[Ready], list[Outcome]]:
         """Check and build every message of a group: (ready to send, refused outcomes)."""
