@@ -29,6 +29,7 @@ from automail import migrate
 from automail.campaigns import audience
 from automail.db import make_engine, session_factory
 from automail.models import Campaign
+from automail.sample_data import PREFECTURES
 
 URL = os.environ.get(
     "AUTOMAIL_BENCH_PG_URL",
@@ -41,18 +42,7 @@ FILTER = {
     "min_purchases": 1,
     "last_order_from": "2026-03-01",
 }
-PREFS = [
-    "東京都",
-    "大阪府",
-    "神奈川県",
-    "愛知県",
-    "北海道",
-    "福岡県",
-    "京都府",
-    "兵庫県",
-    "埼玉県",
-    "千葉県",
-]
+PREFS = PREFECTURES[:10]  # the demo data's most populous ten
 
 
 def emit(name: str, value: float, unit: str, baseline: float | None = None) -> None:

@@ -147,3 +147,17 @@ def test_step_commands(session, capsys) -> None:  # noqa: ANN001
     assert main(["steps", "run", "--until", "2026-02-01T00:00:00"]) == 0
     assert main(["steps", "list"]) == 0
     assert "+1560m\t0 mails" in capsys.readouterr().out
+
+
+def test_command_line_times_name_the_flag_and_default_their_zone() -> None:
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from automail.cli.times import parse_time
+
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert parse_time("--at", "2026-12-01T09:00", tokyo).utcoffset().total_seconds() == 9 * 3600
+    assert parse_time("--until", "2026-12-01T09:00").tzinfo is UTC
+    assert parse_time("--at", "2026-12-01T09:00+00:00", tokyo).utcoffset().total_seconds() == 0
+    with pytest.raises(ValueError, match=r"--until: '1\. Dez' is not an ISO 8601 time"):
+        parse_time("--until", "1. Dez")

@@ -21,6 +21,7 @@ from automail.campaigns import (
     tick,
 )
 from automail.campaigns.audience import count
+from automail.cli.times import parse_time
 from automail.db import session_factory, session_scope
 from automail.models import Campaign, CampaignCategory, CampaignEvent, Shop
 
@@ -98,16 +99,6 @@ def _shop(session, code: str) -> Shop:  # noqa: ANN001
     return shop
 
 
-def _parse_at(session, text: str) -> datetime:  # noqa: ANN001
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"--at: {text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo(settings.get(session, "campaign_timezone")))
-    return value
-
-
 def _json(field: str, text: str) -> dict:
     try:
         value = json.loads(text)
@@ -143,7 +134,9 @@ def _create(args: argparse.Namespace) -> None:
             subject=args.subject,
             body=args.body if args.body is not None else args.body_file.read_text(encoding="utf-8"),
             body_format=args.body_format,
-            scheduled_at=_parse_at(session, args.at),
+            scheduled_at=parse_time(
+                "--at", args.at, ZoneInfo(settings.get(session, "campaign_timezone"))
+            ),
             signature=args.signature,
             category_id=category_id,
             audience_mode=args.mode,

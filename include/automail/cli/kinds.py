@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
+from automail.cli.times import parse_time
 from automail.creation import create_transactional, set_kind, shop_by_code
 from automail.db import session_scope
 from automail.models import Shop, ShopMailKind
@@ -29,14 +30,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     create.add_argument("--start", help="interval start (ISO 8601, UTC); default: end - 1h")
     create.add_argument("--end", help="interval end (ISO 8601, UTC); default: now")
     create.set_defaults(func=_create)
-
-
-def _parse_time(field: str, text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{field}: {text!r} is not an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _switch(args: argparse.Namespace) -> None:
@@ -69,8 +62,8 @@ def _list(_args: argparse.Namespace) -> None:
 
 
 def _create(args: argparse.Namespace) -> None:
-    end = _parse_time("end", args.end) if args.end else datetime.now(UTC)
-    start = _parse_time("start", args.start) if args.start else end - timedelta(hours=1)
+    end = parse_time("--end", args.end) if args.end else datetime.now(UTC)
+    start = parse_time("--start", args.start) if args.start else end - timedelta(hours=1)
     with session_scope() as session:
         report = create_transactional(session, start, end, run_id="cli")
     for key, n in sorted(report.created.items()):

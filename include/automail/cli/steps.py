@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from automail.cli.times import parse_time
 from automail.db import session_scope
 from automail.models import Mail, Shop, StepSequence
 from automail.steps import START_EVENTS, add_step, create_due_step_mails, create_sequence
@@ -43,14 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_run)
 
 
-def _time(field: str, text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(f"{field}: {text!r} is not an ISO 8601 time") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def _create(args: argparse.Namespace) -> None:
     try:
         flt = json.loads(args.filter)
@@ -66,7 +59,7 @@ def _create(args: argparse.Namespace) -> None:
             name=args.name,
             start_event=args.event,
             audience_filter=flt,
-            starts_from=_time("--starts-from", args.starts_from) if args.starts_from else None,
+            starts_from=parse_time("--starts-from", args.starts_from) if args.starts_from else None,
         )
         print(
             f"sequence {seq.id} {seq.name!r}: start={seq.start_event}, from {seq.starts_from.isoformat()}"
@@ -103,7 +96,7 @@ def _list(_args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    until = _time("--until", args.until) if args.until else datetime.now(UTC)
+    until = parse_time("--until", args.until) if args.until else datetime.now(UTC)
     with session_scope() as session:
         report = create_due_step_mails(session, until=until)
     print(f"created {report.created} step mails due by {until.isoformat()}")
