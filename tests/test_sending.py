@@ -287,10 +287,12 @@ def test_lapsed_lease_with_in_flight_attempt_is_held_in_doubt(
     assert [a.outcome for a in _attempts(session, mail.id)] == ["in_doubt"]
 
 
-def test_retried_batch_task_holds_its_own_in_flight_mail(
+def test_retried_batch_task_never_resends_the_in_flight_mail(
     engine: Engine, session: Session, smtp_sink: SmtpSink
 ) -> None:
-    """An Airflow retry of a killed mapped task must not resend the in-flight mail."""
+    """An Airflow retry of a mapped task (the first try killed, or still running) must
+    not resend a mail with an unfinished attempt: it skips it; once the lease lapses,
+    lease recovery holds it in doubt."""
     now = datetime.now(UTC)
     shop = make_shop(session)
     lease = now + timedelta(minutes=5)
@@ -305,8 +307,17 @@ def test_retried_batch_task_holds_its_own_in_flight_mail(
 
     summary = send_batch(session_factory(engine), [a.id, b.id], "run:x", _cfg(smtp_sink))
 
-    assert (summary.in_doubt, summary.sent) == (1, 1)
+    assert (summary.in_doubt, summary.sent, summary.skipped) == (0, 1, 1)
     assert [m.rcpt_tos for m in smtp_sink.messages] == [["b@example.jp"]]
+    mail = _reload(session, a.id)
+    assert (mail.status, mail.claimed_by) == ("unsent", "run:x")  # its sender may be alive
+    session.commit()
+
+    later = now + timedelta(minutes=20)  # the killed try never finished it
+    recovered = run_send_cycle(session_factory(engine), _cfg(smtp_sink), "t", later)
+
+    assert (recovered.recovered_in_doubt, recovered.sent) == (1, 0)
+    assert len(smtp_sink.messages) == 1
     assert _reload(session, a.id).status == "held"
 
 

@@ -37,7 +37,7 @@ from automail import address_health, settings
 from automail.addresses import check_address, split_address_list
 from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
 from automail.models import Mail, SendAttempt, Shop
-from automail.sending.claim import in_flight_mail_ids, mark_in_doubt, release_claims
+from automail.sending.claim import in_flight_mail_ids, release_claims
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
 from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
 from automail.sending.status import CHUNK, change_status
@@ -535,23 +535,27 @@ def send_batch(
             mails.extend(
                 session.scalars(select(Mail).where(Mail.id.in_(chunk), Mail.claimed_by == claim_id))
             )
-        # A retried task finds the in_flight attempt of its killed predecessor: in doubt.
-        doubtful = in_flight_mail_ids(session, [m.id for m in mails])
-        if doubtful:
-            mark_in_doubt(
-                session,
-                [(m.id, m.status, m.message_id) for m in mails if m.id in doubtful],
-                start,
-                actor,
+        # An in_flight attempt under our claim belongs to another try of this batch:
+        # a killed one (an Airflow retry after a crash) or a live one (a retry started
+        # while the first still runs). Either way the mail is not ours to send: skip it.
+        # A live try finishes it; a dead one's lease lapses and lease recovery holds it
+        # in doubt (claim.recover_leases) — never resent, and never held while its
+        # sender may still be completing it.
+        busy = in_flight_mail_ids(session, [m.id for m in mails])
+        if busy:
+            log.warning(
+                "batch %s: %d mail(s) have an unfinished attempt of another try; skipped, "
+                "lease recovery holds them in doubt if that try is gone",
+                claim_id,
+                len(busy),
             )
-            sender.summary.in_doubt += len(doubtful)
         for shop_id in {m.shop_id for m in mails}:
             sender.shop(shop_id)  # read now: the loop's transactions start with a write
         session.commit()
         for m in mails:
             session.expunge(m)  # snapshots: the loop writes with Core statements only
-        mails = sorted((m for m in mails if m.id not in doubtful), key=lambda m: m.id)
-        sender.summary.skipped += len(ids) - len(mails) - len(doubtful)
+        mails = sorted((m for m in mails if m.id not in busy), key=lambda m: m.id)
+        sender.summary.skipped += len(ids) - len(mails)
         sender.summary.batches = 1
         sender.run(mails, smtp)
         return sender.summary
