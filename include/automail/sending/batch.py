@@ -11,7 +11,8 @@ The rule that matters holds for every mail: its in_flight row is committed befor
 DATA. A worker killed between 1 and 3 leaves in_flight attempts that lease recovery
 turns into `held` "in doubt" (claim.py) — at most one group's worth, never resent
 blindly; one killed elsewhere loses nothing committed. The group size trades that
-blast radius against commits per mail (one commit per mail costs ~3x throughput).
+blast radius against commits per mail (a commit per mail halved throughput in
+bench/send.py). Another try of the same batch skips mails with an unfinished attempt.
 
 "Sent" means accepted by the SMTP server (B10), not delivered. A bad recipient or an
 unsafe header makes only that mail an error (attempt outcome `refused`); the batch goes on.
