@@ -260,3 +260,30 @@ def test_partitions_split_a_window_without_gap_or_overlap(session, shop) -> None
     finish(session, jobs, T + HOUR, T + HOUR)
     assert sorted(per_partition) == [13, 13, 14]  # ids 1..40 split by id % 3
     assert len(_keys(session, "order_confirmation")) == 40
+
+
+def test_bulk_insert_skips_keys_that_exist_and_keeps_the_rest(session, shop) -> None:
+    # PostgreSQL COPYs straight into mails and falls back to staging + ON CONFLICT when
+    # a concurrent run got a key in first; SQLite uses INSERT OR IGNORE. Same result.
+    from automail.creation.bulk_insert import COLUMNS, insert_ignoring_duplicates
+
+    def row(key: str, subject: str) -> tuple:
+        values = dict.fromkeys(COLUMNS)
+        values.update(
+            shop_id=shop.id, kind="order_confirmation", source_key=key, mode="auto",
+            status="unsent", device="pc", to_address="a@example.jp",
+            from_address=shop.from_address, subject=subject, body_text="本文\n\tタブ\\",
+            created_at=T, updated_at=T, attempt_count=0,
+        )  # fmt: skip
+        return tuple(values[c] for c in COLUMNS)
+
+    assert insert_ignoring_duplicates(session, [row("order:1", "first")]) == 1
+    session.commit()
+    new = insert_ignoring_duplicates(session, [row("order:2", "x"), row("order:1", "again")])
+    session.commit()
+    assert new == 1
+    subjects = dict(session.execute(select(Mail.source_key, Mail.subject)).all())
+    assert subjects == {"order:1": "first", "order:2": "x"}
+    assert session.scalar(select(Mail.body_text).where(Mail.source_key == "order:2")) == (
+        "本文\n\tタブ\\"
+    )

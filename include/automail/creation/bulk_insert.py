@@ -1,7 +1,8 @@
 """Insert mail rows, skipping those whose idempotency key already exists.
 
-PostgreSQL: COPY into a session-local staging table, then one
-`INSERT … SELECT … ON CONFLICT DO NOTHING`: COPY costs the client a few µs a row
+PostgreSQL: COPY straight into `mails` under a savepoint; if a key exists after all
+(a concurrent run), COPY into a session-local staging table and one
+`INSERT … SELECT … ON CONFLICT DO NOTHING`. COPY costs the client a few µs a row
 where a multi-row INSERT costs tens (bind processing and literal quoting).
 SQLite: `INSERT OR IGNORE` with executemany, which is already cheap there.
 """
@@ -12,6 +13,7 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 
+import psycopg2.errors
 from sqlalchemy import text
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.orm import Session
@@ -47,15 +49,29 @@ def _copy_field(value: object) -> str:
 
 
 def _copy_pg(session: Session, rows: Sequence[tuple]) -> int:
+    buf = io.StringIO()
+    buf.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
+    buf.seek(0)
     conn = session.connection()
+    raw = conn.connection.dbapi_connection
+    # The caller left out the keys that had their mail a moment ago, so COPY straight
+    # into `mails` nearly always succeeds; only a concurrent run creating the same
+    # keys makes it fail, and then the savepoint undoes it and the staging path skips
+    # the duplicates. (Staging every chunk cost ~15 µs of server time per mail.)
+    with raw.cursor() as cur:
+        cur.execute("SAVEPOINT automail_copy")
+        try:
+            cur.copy_expert(f"COPY mails ({_COLS_SQL}) FROM STDIN", buf)
+        except psycopg2.errors.UniqueViolation:
+            cur.execute("ROLLBACK TO SAVEPOINT automail_copy")
+        else:
+            cur.execute("RELEASE SAVEPOINT automail_copy")
+            return len(rows)
     conn.exec_driver_sql(
         f"CREATE TEMP TABLE IF NOT EXISTS mail_stage ON COMMIT DELETE ROWS AS "
         f"SELECT {_COLS_SQL} FROM mails WITH NO DATA"
     )
-    buf = io.StringIO()
-    buf.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
     buf.seek(0)
-    raw = conn.connection.dbapi_connection
     with raw.cursor() as cur:
         cur.copy_expert(f"COPY mail_stage ({_COLS_SQL}) FROM STDIN", buf)
     result = conn.execute(

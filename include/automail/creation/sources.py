@@ -27,8 +27,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import ARRAY, BigInteger, String, any_, bindparam, select, tuple_
 from sqlalchemy.orm import Session
 
 from automail.db import take_write_lock
@@ -50,7 +51,7 @@ ORDER_COLS = (
     "ship_to_address",
 )
 SHIPMENT_COLS = ("id", "carrier", "tracking_number", "confirmed_at")
-KEY_LOOKUP_CHUNK = 900  # under SQLite's bound-parameter limit with room to spare
+KEY_LOOKUP_CHUNK = 900  # SQLite: under its bound-parameter limit with room to spare
 
 
 @dataclass(frozen=True)
@@ -138,16 +139,26 @@ def stream_sources(
             return
 
 
+def _one_of(session: Session, column: Any, values: list, item_type: Any) -> Any:
+    """`column IN values`; on PostgreSQL as `= ANY(array)`, ONE parameter: SQLAlchemy
+    binds an IN list parameter by parameter, which cost more than the lookups."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(item_type)))
+    return column.in_(values)
+
+
 def _existing_keys(session: Session, shop_id: int, kind: str, keys: list[str]) -> set[str]:
     """The keys among `keys` that already have their mail (uq_mails_source)."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    step = len(keys) if pg else KEY_LOOKUP_CHUNK
     found: set[str] = set()
-    for start in range(0, len(keys), KEY_LOOKUP_CHUNK):
+    for start in range(0, len(keys), step or 1):
         found.update(
             session.scalars(
                 select(Mail.source_key).where(
                     Mail.shop_id == shop_id,
                     Mail.kind == kind,
-                    Mail.source_key.in_(keys[start : start + KEY_LOOKUP_CHUNK]),
+                    _one_of(session, Mail.source_key, keys[start : start + step], String),
                 )
             )
         )
@@ -164,11 +175,11 @@ def _lines_for(session: Session, order_ids: list[int]) -> dict[int, list[SimpleN
             OrderLine.quantity,
             OrderLine.unit_price,
         )
-        .where(OrderLine.order_id.in_(order_ids))
+        .where(_one_of(session, OrderLine.order_id, order_ids, BigInteger))
         .order_by(OrderLine.order_id, OrderLine.id)
     )
-    for r in session.execute(stmt):
-        grouped[r.order_id].append(
-            SimpleNamespace(sku=r.sku, name=r.name, quantity=r.quantity, unit_price=r.unit_price)
+    for order_id, sku, name, quantity, unit_price in session.execute(stmt):
+        grouped[order_id].append(
+            SimpleNamespace(sku=sku, name=name, quantity=quantity, unit_price=unit_price)
         )
     return grouped
