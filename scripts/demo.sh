@@ -2,7 +2,7 @@
 # The quick start: a fresh store and Airflow home under var/, a loopback SMTP sink, demo
 # shop data, then the mail lifecycle in the order the seed's operators follow:
 # switch creation on -> mails pile up as pending (sending paused) -> reviewers prune ->
-# sending on -> newsletters and step mails -> report.
+# sending on -> newsletters and step mails -> the next send run -> report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -63,6 +63,11 @@ fi
 if dag_exists automail_campaigns && has campaigns; then
   step "4. A newsletter and a step sequence"
   bash scripts/demo-campaigns.sh "$LOGS"
+fi
+
+if dag_exists automail_send && has steps; then
+  step "5. The next send run sends the step mails (created at their due minute)"
+  quiet send-dag-2 airflow dags test automail_send "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)"
 fi
 
 step "Summary"
