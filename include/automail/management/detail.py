@@ -11,7 +11,8 @@ from email.headerregistry import Address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automail.models import Bounce, Mail, MailEvent, SendAttempt, Shop
+from automail.bounces.ingest import bounces_of
+from automail.models import Mail, MailEvent, SendAttempt, Shop
 from automail.states import ACTION_FROM, KIND_LABELS, ROW_ACTION_LABEL
 
 
@@ -140,7 +141,6 @@ def get_detail(session: Session, mail_id: int) -> MailDetail:
     copies = session.scalars(
         select(Mail.id).where(Mail.copied_from_id == mail_id).order_by(Mail.id)
     )
-    bounces = session.scalars(select(Bounce).where(Bounce.mail_id == mail_id).order_by(Bounce.id))
     return MailDetail(
         id=mail.id,
         shop=shop.code if shop else str(mail.shop_id),
@@ -195,6 +195,6 @@ def get_detail(session: Session, mail_id: int) -> MailDetail:
                 b.matched_by,
                 b.effect,
             )
-            for b in bounces
+            for b in bounces_of(session, mail_id)
         ],
     )
