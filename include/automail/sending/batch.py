@@ -140,7 +140,6 @@ class BatchSender:
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
-        self.skipped = 0  # counted by the SMTP loop, added to the summary by the writer
 
     def shop(self, shop_id: int) -> Shop:
         if shop_id not in self.shops:
@@ -173,8 +172,7 @@ class BatchSender:
                 started = dict(cur.fetchall())
             self.session.commit()
             return started
-        self.flush_pending()
-        started = {}
+        started = {}  # SQLite: no deferred outcomes (sent_rows is PostgreSQL's)
         for mail, message_id in group:
             res = self.session.execute(
                 update(Mail)
@@ -410,7 +408,6 @@ class BatchSender:
                 ready, started = pending.result() if pending is not None else job()
                 done = sent
             self._write(done, [], [])
-        self.summary.skipped += self.skipped
 
     def _next_group(
         self, mails: Sequence[Mail], done: list[Outcome]
@@ -470,7 +467,7 @@ class BatchSender:
         for mail, _message_id, data in ready:
             attempt_id = started.get(mail.id)
             if attempt_id is None:  # claim lost or another try started it: not ours
-                self.skipped += 1
+                self.summary.skipped += 1  # only this thread counts skips
                 continue
             if self.unavailable is None:
                 try:
