@@ -149,10 +149,12 @@ def _one_of(session: Session, column: Any, values: list, item_type: Any) -> Any:
 
 def _existing_keys(session: Session, shop_id: int, kind: str, keys: list[str]) -> set[str]:
     """The keys among `keys` that already have their mail (uq_mails_source)."""
+    if not keys:
+        return set()
     pg = session.get_bind().dialect.name == "postgresql"
-    step = len(keys) if pg else KEY_LOOKUP_CHUNK
+    step = len(keys) if pg else KEY_LOOKUP_CHUNK  # PostgreSQL: one array parameter
     found: set[str] = set()
-    for start in range(0, len(keys), step or 1):
+    for start in range(0, len(keys), step):
         found.update(
             session.scalars(
                 select(Mail.source_key).where(
