@@ -9,7 +9,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from automail.db import session_factory
-from automail.models import Mail, Shop
+from automail.models import Customer, Mail, Shop
+from automail.sample_data import make_customer, make_shop
 from automail.sending import SmtpConfig, send_now
 from automail.smtp_sink import SmtpSink
 
@@ -47,6 +48,18 @@ def send(engine: Engine, sink: SmtpSink, mail_id: int) -> bytes:
     if len(sink.messages) == before:
         return b""
     return sink.messages[-1].data
+
+
+def sent_to_sink(
+    engine: Engine, session: Session, sink: SmtpSink, address: str
+) -> tuple[Mail, Customer, bytes]:
+    """A shop whose bounces come back to bounce@tea.example.jp, a customer at `address`
+    and one mail to them, really sent to the sink: (mail, customer, bytes received)."""
+    shop = make_shop(session, return_path="bounce@tea.example.jp")
+    customer = make_customer(session, shop, address)
+    mail = new_mail(session, shop, customer.email, customer.id)
+    session.commit()
+    return mail, customer, send(engine, sink, mail.id)
 
 
 def dsn(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from bounce_helpers import dsn, new_mail, send
+from bounce_helpers import dsn, sent_to_sink
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
@@ -23,7 +23,6 @@ from automail.bounces.ingest import ingest_mailbox
 from automail.bounces.mailbox import source_from_fields
 from automail.db import session_factory
 from automail.models import Bounce, Customer, Mail
-from automail.sample_data import make_customer, make_shop
 from automail.smtp_sink import SmtpSink, free_port
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
@@ -129,11 +128,7 @@ def _wait_for(port: int) -> None:
 def test_bounce_from_an_imap_mailbox_is_recorded_once_and_marked_read(
     engine: Engine, session: Session, smtp_sink: SmtpSink, imap_server: ImapServer
 ) -> None:
-    shop = make_shop(session, return_path="bounce@tea.example.jp")
-    customer = make_customer(session, shop, "hanako@example.jp")
-    mail = new_mail(session, shop, customer.email, customer.id)
-    session.commit()
-    data = send(engine, smtp_sink, mail.id)
+    mail, customer, data = sent_to_sink(engine, session, smtp_sink, "hanako@example.jp")
     imap_server.deliver(dsn(data, "hanako@example.jp"))
     imap_server.deliver(b"From: someone@example.jp\r\nSubject: hello\r\n\r\nnot a bounce\r\n")
     assert len(imap_server.unseen()) == 2

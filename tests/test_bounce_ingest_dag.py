@@ -10,12 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from bounce_helpers import FIXTURES, dsn, new_mail, send
+from bounce_helpers import FIXTURES, dsn, sent_to_sink
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from automail.models import Bounce, Customer, Mail
-from automail.sample_data import make_customer, make_shop
 from automail.smtp_sink import SmtpSink
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,11 +37,7 @@ def test_dag_ingests_the_folder_mailbox(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    shop = make_shop(session, return_path="bounce@tea.example.jp")
-    customer = make_customer(session, shop, "x@example.jp")
-    mail = new_mail(session, shop, customer.email, customer.id)
-    session.commit()
-    data = send(engine, smtp_sink, mail.id)
+    mail, customer, data = sent_to_sink(engine, session, smtp_sink, "x@example.jp")
     box = tmp_path / "bounces"
     box.mkdir()
     (box / "0001-dsn.eml").write_bytes(dsn(data, "x@example.jp"))

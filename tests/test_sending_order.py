@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 
+from bounce_helpers import new_mail
 from sqlalchemy import Engine, create_engine, select, text, update
 from sqlalchemy.orm import Session
 
@@ -69,22 +70,8 @@ def _queue(session: Session, n: int, group: int) -> list[int]:
     shop = make_shop(session, bcc=None)
     settings.put(session, "send_commit_group", group)
     mails = [
-        Mail(
-            shop_id=shop.id,
-            kind="order_confirmation",
-            source_key=f"order-test:{i}",
-            to_address=f"user{i}@example.jp",
-            from_address=shop.from_address,
-            from_name=shop.from_name,
-            reply_to=shop.reply_to,
-            subject="【お茶の山田園】ご注文ありがとうございます",
-            body_text="山田 花子 様\nご注文を承りました。",
-            status="unsent",
-            claimed_by=CLAIM,
-        )
-        for i in range(n)
+        new_mail(session, shop, f"user{i}@example.jp", None, claimed_by=CLAIM) for i in range(n)
     ]
-    session.add_all(mails)
     session.commit()
     return [m.id for m in mails]
 
