@@ -5,7 +5,11 @@ runs just this suite; plain `pytest` runs it too (CI). At the end of a run that
 executed any fault test, the terminal summary prints one line per scenario and the
 totals line:
 
-    faults: runs=… kills=… mails=… lost=0 duplicated=0 inputs=… crashes=0
+    faults: runs=… kills=… mails=… lost=0 duplicated=0 inputs=… crashes=0 [name=N …]
+
+Named counters (`FaultTotals.count(name, n)`) follow the fixed ones, sorted by name:
+each new path or probe class adds its own (e.g. `forged_bounces_applied=0`), and a
+counter that must stay 0 is asserted by the test that owns it.
 
 Knobs (environment variables) are documented in each test module's docstring.
 """
@@ -62,17 +66,23 @@ class FaultTotals:
     inputs: int = 0  # hostile inputs tried (hypothesis examples and fixed cases)
     crashes: int = 0  # unexpected exception types / batches that stopped
     lines: list[str] = field(default_factory=list)  # one per scenario
+    named: Counter[str] = field(default_factory=Counter)  # per path / probe class
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add `n` to a named counter; `n=0` still makes it appear (a proven zero)."""
+        self.named[name] += n
 
     def line(self) -> str:
+        extra = "".join(f" {name}={self.named[name]}" for name in sorted(self.named))
         return (
             f"faults: runs={self.runs} kills={self.kills} mails={self.mails} "
             f"lost={self.lost} duplicated={self.duplicated} inputs={self.inputs} "
-            f"crashes={self.crashes}"
+            f"crashes={self.crashes}{extra}"
         )
 
     @property
     def touched(self) -> bool:
-        return bool(self.lines or self.inputs or self.runs)
+        return bool(self.lines or self.inputs or self.runs or self.named)
 
 
 TOTALS = FaultTotals()
