@@ -76,8 +76,8 @@ _CONTROL_NAMES = {"\r": "CR", "\n": "LF", "\0": "NUL", "\x0b": "VT", "\x0c": "FF
 _CONTROL_NAMES |= {"\x1c": "FS", "\x1d": "GS", "\x1e": "RS", "\x85": "NEL"}
 _CONTROL_NAMES |= {"\u2028": "LINE SEPARATOR", "\u2029": "PARAGRAPH SEPARATOR"}
 # Anything a lenient decoder (the email package's among them) takes for an RFC 2047
-# encoded word: `=?charset?B|Q?text?=`, whitespace inside allowed.
-_LOOKS_ENCODED = re.compile(r"=\?([^?]*)\?([bBqQ])\?(.*?)\?=", re.DOTALL)
+# encoded word: `=?charset?B|Q?text?=`, whitespace (even line breaks) inside allowed.
+_LOOKS_ENCODED = re.compile(r"=\?([^?]*)\?([bBqQ])\?([^?]*)\?=")
 _REFUSED = "line breaks, NUL and control characters are refused in a header (header injection)"
 
 
@@ -113,8 +113,11 @@ def _decode_word(word: re.Match[str]) -> str:
         )
     try:
         return raw.decode(charset, "replace")
-    except (LookupError, ValueError):
-        return raw.decode("latin-1")
+    except LookupError:  # unknown charset: decoders guess UTF-8, or show the bytes
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("latin-1")
 
 
 def _clean(field: str, value: str | None) -> str:

@@ -439,8 +439,8 @@ class BatchSender:
                 if len(mid) > MESSAGE_ID_MAX:  # a very long From domain: the column's limit
                     raise MailBuildError("message_id", mid, f"over {MESSAGE_ID_MAX} characters")
                 message_id = mail.message_id = mid
-                reason = check_address(mail.to_address) if shop.address_check else None
-                address_reason = reason
+                address_reason = check_address(mail.to_address) if shop.address_check else None
+                reason = address_reason and f"to_address: {address_reason}"
                 if reason is None:
                     ready.append((mail, message_id, render_bytes(mail, shop, now, self.headers)))
                     continue
