@@ -470,3 +470,41 @@ def test_poison_mails_fail_alone_and_good_mails_arrive_intact(
             f"poison={totals['poison']} injected={totals['injected']} stopped={totals['stopped']}"
         )
     assert totals["injected"] == 0 and totals["stopped"] == 0
+
+
+# --- 5. an odd server reply is recorded, and the batch goes on ---------------------------
+
+
+@pytest.mark.parametrize(
+    "reply",
+    ["550 5.1.1 no\0such user", "550 5.1.1 \udcff\udcfe", "451 4.2.0 " + "x" * 5000 + "\0"],
+    ids=["NUL", "undecodable bytes", "long with NUL"],
+)
+def test_an_odd_server_reply_is_recorded_and_the_batch_goes_on(
+    engine: Engine,
+    session: Session,
+    smtp_sink: SmtpSink,
+    fault_totals: FaultTotals,
+    reply: str,
+) -> None:
+    """A reply PostgreSQL cannot store as it is (NUL) must not stop the batch either."""
+    shop = fault_shop(engine)
+    smtp_sink.handler.reject["odd@example.jp"] = reply.encode("utf-8", "surrogateescape").decode(
+        "latin-1"
+    )
+    fields = [{}, {"to_address": "odd@example.jp"}, {}]
+    ids = [
+        session.execute(insert(Mail).values(**row(shop, **f)).returning(Mail.id)).scalar_one()
+        for f in fields
+    ]
+    session.commit()
+    claim_ids(session, ids, f"odd-{reply[:3]}", datetime.now(UTC), 600, "t")
+    session.commit()
+    cfg = SmtpConfig(host="127.0.0.1", port=smtp_sink.port, timeout=10)
+    fault_totals.inputs += 1
+    send_batch(session_factory(engine), ids, f"odd-{reply[:3]}", cfg, "fault-suite")
+    session.expire_all()
+    first, odd, last = (session.get(Mail, i) for i in ids)
+    assert first.status == last.status == "sent"
+    assert odd.status == "error" and odd.claimed_by is None
+    assert reply[:3] in odd.last_error and "\0" not in odd.last_error
