@@ -111,13 +111,14 @@ def _decode_word(word: re.Match[str]) -> str:
             lambda m: bytes([int(m.group(1), 16)]),
             text.replace("_", " ").encode("utf-8"),
         )
-    try:
-        return raw.decode(charset, "replace")
-    except LookupError:  # unknown charset: decoders guess UTF-8, or show the bytes
+    # The declared charset; unknown (or unusable, e.g. "idna"): decoders guess UTF-8, or
+    # show the bytes as they are.
+    for codec, errors in ((charset, "replace"), ("utf-8", "strict")):
         try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("latin-1")
+            return raw.decode(codec, errors)
+        except (LookupError, ValueError):
+            continue
+    return raw.decode("latin-1")
 
 
 def _clean(field: str, value: str | None) -> str:
