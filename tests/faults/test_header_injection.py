@@ -291,6 +291,9 @@ def row(shop: Shop, **fields: object) -> dict:
     return values
 
 
+LONG_FROM = "shop@" + ".".join(["a" * 60, "b" * 60, "c" * 60, "d" * 50, "jp"])  # 241 chars
+
+
 def poison_cases(pg: bool) -> st.SearchStrategy[tuple[str, str, dict]]:
     """(field named in the error, shop: 'tea' (check on) | 'legacy' (off), mail fields)."""
     controls = [c for c in CONTROLS if not (pg and c == "\0")]  # PostgreSQL text: no NUL
@@ -325,6 +328,8 @@ def poison_cases(pg: bool) -> st.SearchStrategy[tuple[str, str, dict]]:
         st.builds(
             lambda v: ("customer_name", "tea", {"customer_name": v}), in_name.map("".join) | hidden
         ),
+        # a From domain so long that the Message-ID would not fit the store's column
+        st.just(("message_id", "legacy", {"from_address": LONG_FROM})),
     )
 
 

@@ -494,7 +494,7 @@ class BatchSender:
         return outcomes
 
 
-MESSAGE_ID_MAX = Mail.__table__.c.message_id.type.length
+MESSAGE_ID_MAX = 255  # models.Mail.message_id is String(255)
 
 
 def db_text(text: str) -> str:
