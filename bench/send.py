@@ -186,7 +186,7 @@ def run_automail(factory, url: str, smtp, workers: int) -> tuple[float, int]:  #
 
 
 def prebuilt_messages(factory) -> list[tuple[str, str, bytes]]:  # noqa: ANN001
-    from automail.mime import as_bytes, build_message, message_id_for
+    from automail.mime import message_id_for, render_bytes
     from automail.models import Mail, Shop
 
     with factory() as session:
@@ -196,7 +196,7 @@ def prebuilt_messages(factory) -> list[tuple[str, str, bytes]]:  # noqa: ANN001
             select(Mail).where(Mail.kind == "order_confirmation").order_by(Mail.id)
         ):
             mail.message_id = message_id_for(mail.id, mail.from_address, shop.code)
-            out.append((mail.from_address, mail.to_address, as_bytes(build_message(mail, shop))))
+            out.append((mail.from_address, mail.to_address, render_bytes(mail, shop)))
         session.rollback()
     return out
 

@@ -344,7 +344,7 @@ def test_bad_address_is_an_error_and_the_batch_goes_on(
         assert mail.status == "error" and words in mail.last_error
         [attempt] = _attempts(session, mail_id)
         assert attempt.outcome == "refused"
-    assert "CR, LF or NUL" in _reload(session, injected).last_error
+    assert "U+000D CR" in _reload(session, injected).last_error
     assert all(_reload(session, i).status == "sent" for i in (good1, good2))
     assert session.get(Customer, customer.id).address_cleaned
 

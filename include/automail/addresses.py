@@ -5,6 +5,13 @@ no DNS) plus explicit checks for the mistakes seed 000 lists, so each refusal sa
 exactly what is wrong: a dot right before @, a leading dot, consecutive dots, no @,
 spaces, CR/LF. Non-ASCII local parts are refused (they need SMTPUTF8, which the
 relays this product targets do not offer).
+
+`wire_address` is the one rule for what goes on the wire, whether or not the shop's
+check is on: an address that cannot be written into an SMTP command or an address
+header as it is (angle brackets, spaces, control characters, no local part, a non-ASCII
+local part) is refused; an internationalised domain (`hanako@例え.jp`) is sent as its
+A-labels (`hanako@xn--r8jz45g.jp`, IDNA 2008 through email-validator) in RCPT TO and in
+the To header alike.
 """
 
 from __future__ import annotations
@@ -109,6 +116,69 @@ def validate_sender_settings(from_address: str, reply_to: str, bcc: str | None) 
         reason = check_address(item)
         if reason:
             raise ValueError(f"bcc: {reason}")
+
+
+# What any address must be to be sent at all: ASCII atext and dots before exactly one @
+# (dots anywhere: legacy carrier addresses like taro..yamada.@ are the reason the shop's
+# check can be switched off), a hostname after it. Nothing else can break an SMTP
+# command or an address header, so both carry the result verbatim.
+_WIRE_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
+_WIRE_DOMAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+class AddressError(ValueError):
+    """An address that cannot be sent; `problem` completes "address 'x' …"."""
+
+    def __init__(self, address: object, problem: str) -> None:
+        super().__init__(f"address {address!r} {problem}")
+        self.address, self.problem = address, problem
+
+
+@lru_cache(maxsize=65536)
+def wire_address(address: str) -> str:
+    """`address` as it goes into SMTP commands and address headers: the local part as
+    stored, the domain in A-labels (IDNA 2008). Raises AddressError naming the address
+    when it is structurally unusable, whatever the shop's address check says."""
+    if not isinstance(address, str) or not address:
+        raise AddressError(address, "is empty")
+    if _CONTROL.search(address):
+        raise AddressError(address, "contains a line break or control character")
+    if any(c.isspace() for c in address):
+        raise AddressError(address, "contains spaces")
+    if address.count("@") != 1:
+        raise AddressError(address, "has no @" if "@" not in address else "has more than one @")
+    local, domain = address.split("@")
+    if not local:
+        raise AddressError(address, "has nothing before the @")
+    if not domain:
+        raise AddressError(address, "has nothing after the @")
+    if not local.isascii():
+        raise AddressError(
+            address, "has non-ASCII characters before the @ (SMTPUTF8 is not used: refused)"
+        )
+    if not _WIRE_LOCAL.fullmatch(local):
+        raise AddressError(
+            address,
+            "has characters that cannot be sent before the @ "
+            "(letters, digits, dots and !#$%&'*+/=?^_`{|}~- only)",
+        )
+    if not domain.isascii():
+        domain = _a_labels(address, domain)
+    if not _WIRE_DOMAIN.fullmatch(domain):
+        raise AddressError(address, "has characters that cannot be sent after the @")
+    return f"{local}@{domain}"
+
+
+def _a_labels(address: str, domain: str) -> str:
+    """An internationalised domain as A-labels, by the address check's own library."""
+    try:
+        checked = validate_email(
+            f"a@{domain}", check_deliverability=False, globally_deliverable=False
+        )
+    except EmailNotValidError as exc:
+        raise AddressError(address, f"has a domain that is not a valid IDN: {exc}") from None
+    return checked.ascii_domain
 
 
 def domain_of(address: str) -> str:

@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -214,6 +214,8 @@ class BatchSender:
     ) -> None:
         attempt_no = mail.attempt_count + 1
         outcome = outcome or result.outcome
+        if (text := db_text(result.text)) is not result.text:
+            result = replace(result, text=text)
         if outcome == "accepted" and self.pg and attempt_id is not None:
             # PG fast path: PG_SENT_SQL writes the attempts, the mails and the events of
             # the group's accepted mails in one statement (flush_pending / start_group).
@@ -427,23 +429,29 @@ class BatchSender:
                 result = SmtpResult("temp_fail", None, None, self.unavailable)
                 refused.append((mail, None, result, now, {}))
                 continue
-            shop = self.shop(mail.shop_id)
-            message_id = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
-            mail.message_id = message_id
-            reason = check_address(mail.to_address) if shop.address_check else None
-            address_reason = reason
-            data = b""
-            if reason is None:
-                try:
-                    data = render_bytes(mail, shop, now, self.headers)
-                except MailBuildError as exc:
-                    reason = f"cannot build the message: {exc}"
-            if reason is None:
-                ready.append((mail, message_id, data))
-            else:
-                result = SmtpResult("refused", None, None, reason)
-                extra = {"address_reason": address_reason, "message_id": message_id}
-                refused.append((mail, None, result, now, extra))
+            # Whatever one mail holds fails that mail only: a build error names the field
+            # and value; anything else (a bug meeting odd data) is refused with its text
+            # rather than stopping the batch and every mail queued behind this one.
+            address_reason = message_id = None
+            try:
+                shop = self.shop(mail.shop_id)
+                mid = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
+                if len(mid) > MESSAGE_ID_MAX:  # a very long From domain: the column's limit
+                    raise MailBuildError("message_id", mid, f"over {MESSAGE_ID_MAX} characters")
+                message_id = mail.message_id = mid
+                address_reason = check_address(mail.to_address) if shop.address_check else None
+                reason = address_reason and f"to_address: {address_reason}"
+                if reason is None:
+                    ready.append((mail, message_id, render_bytes(mail, shop, now, self.headers)))
+                    continue
+            except MailBuildError as exc:
+                reason = f"cannot build the message: {exc}"
+            except Exception as exc:
+                log.exception("batch %s: mail %s cannot be built", self.claim_id, mail.id)
+                reason = f"cannot build the message: {type(exc).__name__}: {exc!r}"
+            result = SmtpResult("refused", None, None, db_text(reason))
+            extra = {"address_reason": address_reason, "message_id": message_id}
+            refused.append((mail, None, result, now, extra))
         return ready, refused
 
     def _write(
@@ -484,6 +492,21 @@ class BatchSender:
                 result = SmtpResult("temp_fail", None, None, self.unavailable)
             outcomes.append((mail, attempt_id, result, _clock(self.fixed_now), {}))
         return outcomes
+
+
+MESSAGE_ID_MAX = 255  # models.Mail.message_id is String(255)
+
+
+def db_text(text: str) -> str:
+    """`text` as every store can hold it: NUL (PostgreSQL refuses it in text) and lone
+    surrogates written as escapes, so recording one odd outcome never fails the batch."""
+    if "\0" in text:
+        text = text.replace("\0", "\\x00")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _sent_detail(result: SmtpResult) -> str:

@@ -21,6 +21,7 @@ import ssl
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from automail.addresses import AddressError, wire_address
 from automail.sending.retry import find_enhanced
 
 CONN_ID = "automail_smtp"
@@ -212,9 +213,10 @@ class SmtpSession:
     ) -> SmtpResult:
         client = self.client
         assert client is not None
-        for role, address in (("envelope sender", sender), ("recipient", to)):
-            if _unsafe(address):
-                return SmtpResult("refused", None, None, f"{role} {address!r}: {UNSAFE}")
+        try:  # the wire forms (IDN domains as A-labels), or this mail is refused
+            sender, to = _wire("envelope sender", sender), _wire("recipient", to)
+        except AddressError as exc:
+            return SmtpResult("refused", None, None, str(exc))
         try:
             code, reply = _command(client, "mail", "FROM", sender)
             if code != 250:
@@ -226,10 +228,12 @@ class SmtpSession:
                 return _result(code, reply, "RCPT TO")
             refused = {}
             for address in bcc:
-                if _unsafe(address):
-                    refused[address] = UNSAFE
+                try:
+                    wire = _wire("bcc", address)
+                except AddressError as exc:
+                    refused[address] = str(exc)
                     continue
-                bcode, breply = _command(client, "rcpt", "TO", address)
+                bcode, breply = _command(client, "rcpt", "TO", wire)
                 if bcode not in (250, 251):
                     refused[address] = f"{bcode} {_text(breply)}"
             client.putcmd("data")
@@ -269,11 +273,13 @@ class _DroppedBeforeData(Exception):
     pass
 
 
-UNSAFE = "contains <, >, a space, a line break or NUL; not usable in an SMTP command"
-
-
-def _unsafe(address: str) -> bool:
-    return not address or any(c in address for c in "<>\r\n\0 \t")
+def _wire(role: str, address: str) -> str:
+    """`address` as an SMTP command carries it (addresses.wire_address: A-label domains;
+    nothing that could break the command line). Raises AddressError naming the role."""
+    try:
+        return wire_address(address)
+    except AddressError as exc:
+        raise AddressError(address, f"({role}) {exc.problem}") from None
 
 
 def _command(client: smtplib.SMTP, verb: str, keyword: str, address: str) -> tuple[int, bytes]:
@@ -282,7 +288,7 @@ def _command(client: smtplib.SMTP, verb: str, keyword: str, address: str) -> tup
     smtplib's mail()/rcpt() re-parse each address with email.utils.parseaddr, which
     costs as much as building the message and rewrites legacy local parts (a..b@) that
     a shop may have allowed; our addresses are bare addr-specs, and the characters that
-    could break the command line are refused before (`_unsafe`).
+    could break the command line are refused before (`_wire`).
     """
     client.putcmd(verb, f"{keyword}:<{address}>")
     return client.getreply()
