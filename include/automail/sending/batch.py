@@ -555,6 +555,52 @@ def send_batch(
         mails = sorted((m for m in mails if m.id not in busy), key=lambda m: m.id)
         sender.summary.skipped += len(ids) - len(mails)
         sender.summary.batches = 1
+        lanes = _lanes(len(mails), smtp, policy, sender.pg)
+        if lanes == 1:
+            sender.run(mails, smtp)
+        else:
+            shop_ids = {m.shop_id for m in mails}
+            lane = partial(_send_lane, session_factory, claim_id, policy, actor, now, shop_ids)
+            with ThreadPoolExecutor(lanes, "automail-lane") as pool:
+                jobs = [pool.submit(lane, mails[i::lanes], smtp) for i in range(lanes)]
+                for job in jobs:
+                    sender.summary.merge(job.result())
+        return sender.summary
+    finally:
+        bind = session.get_bind()
+        session.close()
+        if isinstance(bind, Connection):
+            bind.close()
+
+
+def _lanes(n_mails: int, smtp: SmtpConfig, policy: Policy, pg: bool) -> int:
+    """SMTP connections for one batch: the relay's `connections`, no more than there
+    are groups of mails to keep them busy; one on SQLite (a single writer: parallel
+    lanes would only queue on its lock)."""
+    if not pg:
+        return 1
+    groups = -(-n_mails // policy.commit_group)
+    return max(1, min(smtp.connections, smtp.max_connections, groups))
+
+
+def _send_lane(
+    session_factory: SessionFactory,
+    claim_id: str,
+    policy: Policy,
+    actor: str,
+    now: datetime | None,
+    shop_ids: set[int],
+    mails: Sequence[Mail],
+    smtp: SmtpConfig,
+) -> SendSummary:
+    """One of a batch's parallel lanes: its own store connection, its own SMTP
+    connection, the same group loop (in_flight committed before each DATA)."""
+    session = _pinned_session(session_factory)
+    try:
+        sender = BatchSender(session, claim_id, policy, actor, now)
+        for shop_id in shop_ids:
+            sender.shop(shop_id)
+        session.commit()
         sender.run(mails, smtp)
         return sender.summary
     finally:
