@@ -276,7 +276,8 @@ def send(
     sends them with the send DAG's batch code (a resend gets a fresh Message-ID there).
     If step 2 fails, every mail keeps a status an operator can see and act on.
     """
-    from automail.sending import SendingStopped, SmtpConfig, send_now
+    from automail.sending import SendingStopped, send_now
+    from automail.sending.smtp import RelayConfigs
 
     if action not in SEND_ACTIONS:
         raise ActionError(f"action: {action!r} is not one of {', '.join(SEND_ACTIONS)}")
@@ -291,9 +292,9 @@ def send(
     with factory.begin() as session:
         if settings.get(session, "mail_server_stopped"):
             raise stopped
-        # SMTP settings before touching any mail: a missing connection is a clear error,
-        # not mails left claimed until their lease lapses.
-        smtp = smtp or SmtpConfig.resolve()
+        # Each shop's relay settings are read when its batch goes; one that cannot be
+        # read gives its claims back at once and names the relay in the refusals.
+        smtp = smtp or RelayConfigs()
         take_write_lock(session)
         for chunk in _chunks(id_list):
             vetted = _vet(session, chunk, action, now, result)

@@ -39,6 +39,7 @@ from automail.addresses import check_address, split_address_list
 from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
+from automail.sending.relay_slots import release_slots, take_slots
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
 from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
 from automail.sending.status import CHUNK, change_status
@@ -46,6 +47,7 @@ from automail.sending.summary import SendSummary
 from automail.states import ERROR, HELD, SENT
 
 log = logging.getLogger(__name__)
+SLOT_WAIT = 60.0  # seconds a batch waits for a free connection slot of its relay
 SessionFactory = Callable[[], Session]
 Ready = tuple[Mail, str, bytes]  # a built message: (mail, Message-ID, wire bytes)
 Outcome = tuple[Mail, int | None, SmtpResult, datetime, dict]  # (mail, attempt id, …)
@@ -556,7 +558,15 @@ def send_batch(
         sender.summary.skipped += len(ids) - len(mails)
         sender.summary.batches = 1
         lanes = _lanes(len(mails), smtp, policy, sender.pg)
-        if lanes == 1:
+        if mails:
+            lanes = take_slots(session, smtp.name, lanes, smtp.max_connections, SLOT_WAIT)
+        if mails and lanes == 0:  # the relay is at its limit: leave them to the next run
+            release_claims(session, [m.id for m in mails], claim_id)
+            session.commit()
+            sender.summary.skipped += len(mails)
+            log.warning("batch %s: relay %r full (%d connections)", claim_id, smtp.name,
+                        smtp.max_connections)  # fmt: skip
+        elif lanes == 1:
             sender.run(mails, smtp)
         else:
             shop_ids = {m.shop_id for m in mails}
@@ -568,6 +578,10 @@ def send_batch(
         return sender.summary
     finally:
         bind = session.get_bind()
+        try:
+            release_slots(session)
+        except Exception:  # a broken connection: closing it frees its slots anyway
+            log.warning("batch %s: could not release relay slots explicitly", claim_id)
         session.close()
         if isinstance(bind, Connection):
             bind.close()

@@ -28,12 +28,14 @@ import os
 import smtplib
 import ssl
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from automail.models import DEFAULT_RELAY
 from automail.sending.retry import find_enhanced
 
-CONN_ID = "automail_smtp"
+CONN_ID = DEFAULT_RELAY
 ENV_VAR = "AIRFLOW_CONN_AUTOMAIL_SMTP"
 DEFAULT_CONNECTIONS = 4  # per batch
 DEFAULT_MAX_CONNECTIONS = 16  # per relay, all batches together
@@ -181,6 +183,33 @@ class SmtpConfig:
         if not self.verify:  # the provider's `ssl_context: none`
             return ssl._create_unverified_context()  # noqa: S323, SLF001
         return ssl.create_default_context(cafile=self.ca_file)
+
+
+@dataclass
+class RelayConfigs:
+    """SmtpConfig per relay, read once per process. `fixed` sends every relay's mail to
+    one server (tests, the demo's local sink); otherwise `read` (the Airflow connection
+    inside a task, the env variable or connection outside)."""
+
+    fixed: SmtpConfig | None = None
+    read: Callable[[str], SmtpConfig] = SmtpConfig.resolve
+    _cache: dict[str, SmtpConfig] = field(default_factory=dict)
+
+    def __call__(self, conn_id: str) -> SmtpConfig:
+        if self.fixed is not None:
+            return self.fixed
+        if conn_id not in self._cache:
+            self._cache[conn_id] = self.read(conn_id)
+        return self._cache[conn_id]
+
+
+Relays = SmtpConfig | RelayConfigs  # one server for every relay, or each its own
+
+
+def as_relays(smtp: Relays | None) -> RelayConfigs:
+    if isinstance(smtp, RelayConfigs):
+        return smtp
+    return RelayConfigs(fixed=smtp)
 
 
 @dataclass(frozen=True)

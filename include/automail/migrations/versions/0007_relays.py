@@ -1,0 +1,27 @@
+"""per-shop relays: the Airflow connection a shop sends through, and its marketplace
+
+Revision ID: 0007_relays
+Revises: 0006
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0007_relays"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("shops") as batch:
+        batch.add_column(sa.Column("smtp_conn_id", sa.String(250), nullable=True))
+        batch.add_column(sa.Column("marketplace", sa.String(32), nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("shops") as batch:
+        batch.drop_column("marketplace")
+        batch.drop_column("smtp_conn_id")
