@@ -230,3 +230,20 @@ def test_relay_slots_bound_connections_across_batches(engine) -> None:  # noqa: 
             bind = s.get_bind()
             s.close()
             bind.close()
+
+
+def test_shops_cli_sets_and_refuses_relays(
+    engine, session: Session, capsys: pytest.CaptureFixture
+) -> None:  # noqa: ANN001
+    from automail.cli import main
+
+    make_shop(session, "rice", reply_to="ask@shop.rakuten.co.jp")
+    session.commit()
+    assert main(["shops", "set-relay", "rice", "--relay", "automail_smtp_rice"]) == 0
+    assert "rice: relay=automail_smtp_rice marketplace=-" in capsys.readouterr().out
+    rc = main(["shops", "set-relay", "rice", "--relay", "automail_smtp_rice",
+               "--marketplace", "rakuten"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and "reply_to 'ask@shop.rakuten.co.jp' is a rakuten mask address" in err
+    assert main(["shops", "list"]) == 0
+    assert "rice: relay=automail_smtp_rice marketplace=-" in capsys.readouterr().out
