@@ -134,7 +134,8 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
     ids = audience.campaign_audience(session, campaign, tz)
     shop = session.get(Shop, campaign.shop_id)
     mailer = MarketingMailer(session, shop, CompiledContent(subject, body, fmt, campaign.signature))
-    hold = now + timedelta(days=3650)  # not claimable until this DAG releases it (gate below)
+    # Created unreleased (due_at NULL): the send claim skips a newsletter mail until the
+    # gate below releases it inside the allowed hours and the quota.
     created = create_mails(
         session,
         mailer,
@@ -144,7 +145,6 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
         now=now,
         campaign_id=campaign.id,
         template_id=campaign.template_id,
-        next_attempt_at=hold,
         last_error="waiting for release by the campaign DAG (allowed hours, quota)",
     )
     report.created += created

@@ -136,6 +136,7 @@ def plan_run(
         session.commit()
         s.claimed = len(claim.claimed) + len(notices)
         s.held_cap, s.deferred_rate, s.notices = claim.held, claim.deferred, len(notices)
+        s.deferred_cap = claim.deferred_cap
         plan.batches, plan.relays = batches_by_relay(session, claim.claimed + notices, batch_size)
     return plan
 
