@@ -550,3 +550,14 @@ class Setting(Base):
         UtcDateTime(), server_default=func.now(), onupdate=func.now()
     )
     updated_by: Mapped[str] = mapped_column(String(100), default="system")
+
+
+class DomainBackoff(Base):
+    """A recipient domain that answered 4xx: its mails wait until `until` (H2 pacing)."""
+
+    __tablename__ = "domain_backoffs"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
+    until: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str] = mapped_column(Text)

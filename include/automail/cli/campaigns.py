@@ -88,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cat.set_defaults(func=_category)
 
     r = cmd.add_parser("run", help="one pass of the status machine (+ --send), outside Airflow")
-    r.add_argument("--send", action="store_true", help="then one send run (every due kind, by priority)")
+    r.add_argument(
+        "--send", action="store_true", help="then one send run (every due kind, by priority)"
+    )
     r.set_defaults(func=_run)
 
 

@@ -31,14 +31,15 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
-from automail.addresses import check_address, split_address_list
+from automail.addresses import check_address, domain_of, split_address_list
 from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
+from automail.sending.pacing import active_backoffs, pacing_table, record_backoff
 from automail.sending.relay_slots import release_slots, take_slots
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
 from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
@@ -106,6 +107,7 @@ class Policy:
     lease_seconds: int
     invalid_after: int
     commit_group: int
+    domain_backoff: int  # seconds a domain answering 4xx waits (pacing.py)
 
     @classmethod
     def load(cls, session: Session) -> Policy:
@@ -115,6 +117,7 @@ class Policy:
             settings.get(session, "lease_seconds"),
             settings.get(session, "invalid_after_failures"),
             max(1, settings.get(session, "send_commit_group")),
+            settings.get(session, "domain_backoff_seconds"),
         )
 
 
@@ -142,6 +145,12 @@ class BatchSender:
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
+        now = _clock(now)
+        pacing = pacing_table(session)
+        self.paced = set(pacing)  # carriers and domain_pacing entries: 4xx -> domain backoff
+        self.per_session = {d: p.per_session for d, p in pacing.items() if p.per_session}
+        self.waiting = active_backoffs(session, now)  # domain -> until (its mails wait)
+        self.refusing: dict[str, str] = {}  # domain -> 4xx reply seen on the wire (to record)
 
     def shop(self, shop_id: int) -> Shop:
         if shop_id not in self.shops:
@@ -216,6 +225,17 @@ class BatchSender:
     ) -> None:
         attempt_no = mail.attempt_count + 1
         outcome = outcome or result.outcome
+        if outcome == "deferred":  # its domain is in backoff: never went on the wire
+            if attempt_id is not None:
+                self.session.execute(delete(SendAttempt).where(SendAttempt.id == attempt_id))
+            self._status_change(
+                mail, mail.status, "domain_backoff", result.text, now,
+                claimed_by=None, lease_until=None, attempt_count=mail.attempt_count,
+                next_attempt_at=self._until(domain_of(mail.to_address), now),
+                last_error=result.text,
+            )  # fmt: skip
+            self.summary.deferred_backoff += 1
+            return
         if outcome == "accepted" and self.pg and attempt_id is not None:
             # PG fast path: PG_SENT_SQL writes the attempts, the mails and the events of
             # the group's accepted mails in one statement (flush_pending / start_group).
@@ -399,7 +419,7 @@ class BatchSender:
         groups = [mails[i : i + size] for i in range(0, len(mails), size)]
         pool = ThreadPoolExecutor(1, "automail-commit") if self.pg else None
         done: list[Outcome] = []  # sent, not yet written
-        with SmtpSession(smtp) as conn, pool or nullcontext():
+        with SmtpSession(smtp, self.per_session) as conn, pool or nullcontext():
             ready, refused = self._prepare(groups[0]) if groups else ([], [])
             started = self._write(done, refused, ready)
             for k in range(len(groups)):
@@ -429,6 +449,10 @@ class BatchSender:
                 result = SmtpResult("temp_fail", None, None, self.unavailable)
                 refused.append((mail, None, result, now, {}))
                 continue
+            waiting = self._backing_off(mail)
+            if waiting is not None:
+                refused.append((mail, None, waiting, now, {"outcome": "deferred"}))
+                continue
             shop = self.shop(mail.shop_id)
             message_id = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
             mail.message_id = message_id
@@ -453,6 +477,11 @@ class BatchSender:
     ) -> dict[int, int]:
         """One transaction: outcomes so far, then the in_flight starts of `ready`; commit.
         Returns {mail id: attempt id} of the started mails."""
+        now = _clock(self.fixed_now)
+        for domain, reason in list(self.refusing.items()):
+            if domain not in self.waiting or self.waiting[domain] <= now:
+                base = self.policy.domain_backoff
+                self.waiting[domain] = record_backoff(self.session, domain, now, base, reason)
         for mail, attempt_id, result, at, extra in (*done, *refused):
             self.finish(mail, attempt_id, result, at, **extra)
         if ready:
@@ -471,6 +500,11 @@ class BatchSender:
             if attempt_id is None:  # claim lost or another try started it: not ours
                 self.summary.skipped += 1  # only this thread counts skips
                 continue
+            waiting = self._backing_off(mail)
+            if waiting is not None:  # a 4xx from its domain earlier in this group
+                outcomes.append((mail, attempt_id, waiting, _clock(self.fixed_now),
+                                 {"outcome": "deferred"}))  # fmt: skip
+                continue
             if self.unavailable is None:
                 try:
                     result = conn.send(
@@ -484,8 +518,38 @@ class BatchSender:
                     log.warning("batch %s: %s", self.claim_id, self.unavailable)
             if self.unavailable is not None:
                 result = SmtpResult("temp_fail", None, None, self.unavailable)
+            elif _domain_refusal(result) and domain_of(mail.to_address) in self.paced:
+                self.refusing.setdefault(domain_of(mail.to_address), result.text)
             outcomes.append((mail, attempt_id, result, _clock(self.fixed_now), {}))
         return outcomes
+
+    def _until(self, domain: str, now: datetime) -> datetime:
+        return self.waiting.get(domain) or now + timedelta(seconds=self.policy.domain_backoff)
+
+    def _backing_off(self, mail: Mail) -> SmtpResult | None:
+        """A `deferred` result if the mail's domain waits (recorded, or refusing now)."""
+        domain = domain_of(mail.to_address)
+        now = _clock(self.fixed_now)
+        if domain in self.refusing or self.waiting.get(domain, now) > now:
+            until = self._until(domain, now)
+            why = self.refusing.get(domain, "earlier 4xx replies")
+            text = (
+                f"domain {domain} asked us to slow down ({why}); waits until "
+                f"{until.isoformat(timespec='seconds')}, no retry used"
+            )
+            return SmtpResult("deferred", None, None, text)
+        return None
+
+
+def _domain_refusal(result: SmtpResult) -> bool:
+    """A 4xx reply about the recipient or the message (not the sender, not the
+    connection): the recipient's domain is throttling us."""
+    return (
+        result.outcome == "temp_fail"
+        and result.code is not None
+        and 400 <= result.code < 500
+        and not result.text.startswith("MAIL FROM")
+    )
 
 
 def _sent_detail(result: SmtpResult) -> str:

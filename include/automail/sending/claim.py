@@ -111,7 +111,7 @@ def claim_for_run(
     cap: int,
     lease_seconds: int,
     max_retries: int,
-    domain_rate_per_minute: int = 0,
+    limiter: DomainLimiter | None = None,
     limit: int | None = None,
     actor: str = "system",
 ) -> RunClaim:
@@ -127,7 +127,7 @@ def claim_for_run(
     if limit is not None:
         stmt = stmt.limit(limit)
     rows = session.execute(_lock(session, stmt)).all()
-    limiter = DomainLimiter(domain_rate_per_minute)
+    limiter = limiter or DomainLimiter(0, 0)
     result = RunClaim()
     over: list[tuple[int, str]] = []
     for mail_id, shop_id, to_address, status, kind in rows:

@@ -27,6 +27,8 @@ from automail.sending.claim import (
     release_claims,
 )
 from automail.sending.notices import cap_notices, pending_notices
+from automail.sending.pacing import active_backoffs, pacing_table
+from automail.sending.ratelimit import DomainLimiter
 from automail.sending.smtp import RelayConfigs, Relays, SmtpConfig, as_relays
 from automail.sending.status import CHUNK
 from automail.sending.summary import SendSummary
@@ -99,8 +101,11 @@ def plan_run(
     run_id: str,
     now: datetime | None = None,
     actor: str = DAG_ACTOR,
+    interval: timedelta | None = None,
 ) -> RunPlan:
-    """Recover leases, claim (cap, rate limit), create notices; return the batches."""
+    """Recover leases, claim (cap, domain pacing), create notices; return the batches.
+    `interval`: time until the next run (the DAG's schedule; default: the setting
+    `send_interval_minutes`), which scales each domain's per-minute allowance."""
     now = now or datetime.now(UTC)
     plan = RunPlan(claim_id_for_run(run_id))
     s = plan.summary
@@ -111,7 +116,17 @@ def plan_run(
         cap = settings.get(session, "send_cap_per_run")
         lease = settings.get(session, "lease_seconds")
         max_retries = settings.get(session, "max_retries")
-        rate = settings.get(session, "domain_rate_per_minute")
+        minutes = (
+            interval.total_seconds() / 60
+            if interval
+            else settings.get(session, "send_interval_minutes")
+        )
+        limiter = DomainLimiter(
+            settings.get(session, "domain_rate_per_minute"),
+            minutes,
+            pacing_table(session),
+            active_backoffs(session, now),
+        )
         batch_size = settings.get(session, "send_batch_size")
         # SQLite: a transaction that has read cannot wait for the write lock (it gets
         # "database is locked" at once when another run writes), so each locking step
@@ -127,7 +142,7 @@ def plan_run(
             cap=cap,
             lease_seconds=lease,
             max_retries=max_retries,
-            domain_rate_per_minute=rate,
+            limiter=limiter,
             actor=actor,
         )
         notices = cap_notices(session, claim.held_by_shop, cap, run_id, now)

@@ -28,7 +28,8 @@ import os
 import smtplib
 import ssl
 import sys
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,9 +45,10 @@ DEFAULT_MAX_CONNECTIONS = 16  # per relay, all batches together
 def _logs_off_stdout() -> None:
     """Importing Airflow points the root logger at stdout; outside a task (the CLI, whose
     stdout is its JSON output) logs belong on stderr."""
+    err = sys.__stderr__  # the process's own, not a replaceable wrapper (pytest's capture)
     for handler in logging.root.handlers:
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)
+        if type(handler) is logging.StreamHandler and handler.stream is not err:
+            handler.setStream(err)
 
 
 def env_var(conn_id: str) -> str:
@@ -243,10 +245,12 @@ def _result(code: int, reply: bytes | str, stage: str) -> SmtpResult:
 class SmtpSession:
     """One SMTP connection reused for a batch; reconnects once when it was dropped."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, per_session: Mapping[str, int] | None = None) -> None:
         self.config = config
         self.client: smtplib.SMTP | None = None
         self.pipelining = False
+        self.per_session = per_session or {}  # recipients per connection, by domain
+        self.domain_counts: Counter[str] = Counter()
 
     def connect(self) -> None:
         cfg = self.config
@@ -272,6 +276,7 @@ class SmtpSession:
             ) from exc
         self.client = client
         self.pipelining = client.has_extn("pipelining")
+        self.domain_counts.clear()
 
     def close(self) -> None:
         if self.client is not None:
@@ -295,11 +300,17 @@ class SmtpSession:
         data: bytes,
     ) -> SmtpResult:
         """One SMTP transaction. Raises SmtpUnavailable when no connection can be had."""
+        domain = to_address.rpartition("@")[2].lower()
+        limit = self.per_session.get(domain)
+        if limit and self.client is not None and self.domain_counts[domain] >= limit:
+            self.close()  # e.g. docomo: at most 100 recipients per SMTP session
         for reconnected in (False, True):
             if self.client is None:
                 self.connect()
             try:
-                return self._transaction(envelope_from, to_address, bcc, data)
+                result = self._transaction(envelope_from, to_address, bcc, data)
+                self.domain_counts[domain] += 1
+                return result
             except _DroppedBeforeData as exc:
                 self.client = None
                 if reconnected:
