@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, task
 from automail_operators import SmtpSendOperator
 
+SEND_EVERY = timedelta(minutes=5)  # the schedule; per-domain allowances scale with it
+
 with DAG(
     dag_id="automail_send",
     description="Send due mails in batches (paused on creation; obeys mail_server_stopped)",
-    schedule=timedelta(minutes=5),
+    schedule=SEND_EVERY,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -41,7 +43,7 @@ with DAG(
         from automail.db import session_factory
         from automail.sending import plan_run
 
-        p = plan_run(session_factory(), run_id)
+        p = plan_run(session_factory(), run_id, interval=SEND_EVERY)
         ti.xcom_push(key="summary", value=p.summary.as_dict())
         return p.mapped()
 
