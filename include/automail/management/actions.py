@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from automail import settings
 from automail.addresses import check_address
 from automail.db import take_write_lock
 from automail.models import Mail, MailEvent, StaffAction
+from automail.sending.status import change_status_many
 from automail.states import (
     ACTION_FROM,
     CANCELLED,
@@ -175,26 +176,11 @@ def _move(
 ) -> None:
     if not vetted:
         return
-    values: dict[str, Any] = {"status": to_status, "updated_at": now}
+    values: dict[str, Any] = {}
     if to_status == UNSENT:
         # Due now: a mail put back to unsent is not held back by an old retry time.
         values.update(next_attempt_at=None, claimed_by=None, lease_until=None)
-    session.execute(update(Mail).where(Mail.id.in_([i for i, _ in vetted])).values(**values))
-    session.execute(
-        insert(MailEvent),
-        [
-            {
-                "mail_id": mail_id,
-                "at": now,
-                "event": event,
-                "from_status": status,
-                "to_status": to_status,
-                "actor": actor,
-                "detail": detail,
-            }
-            for mail_id, status in vetted
-        ],
-    )
+    change_status_many(session, vetted, to_status, event, actor, detail, now, **values)
 
 
 def _record(

@@ -121,6 +121,11 @@ class Policy:
         )
 
 
+def _pg_fast_path(session: Session) -> bool:
+    """PostgreSQL: group statements built with psycopg2 (PG_START_SQL, PG_SENT_SQL)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def _clock(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
 
@@ -141,7 +146,7 @@ class BatchSender:
         self.fixed_now = now
         self.summary = SendSummary()
         self.shops: dict[int, Shop] = {}
-        self.pg = session.get_bind().dialect.name == "postgresql"
+        self.pg = _pg_fast_path(session)
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
