@@ -1,12 +1,13 @@
 """Newsletters (SPEC C5–C9): every 5 minutes, move campaigns through their statuses
-and send the newsletter mails that may go now.
+and release the newsletter mails that may go now.
 
 advance: scheduled → preparing (cancel lock) → sending (audience evaluated, mails
          rendered with the content of this moment) or failed; allowed hours and the
          monthly quota decide which mails are released.
-send:    released newsletter mails, through the shared claim/send/retry machinery.
 finish:  sending → stopped (error rate) | sent → counting → counted, with the counts.
-A sending DAG: it starts paused, and `mail_server_stopped` stops it like every sender.
+Released mails are sent by `automail_send`, the one send path for every kind (after
+transactional and step mails, within its cap, pool and per-domain limits). This DAG
+sends nothing itself; it starts paused like every automail DAG.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ with DAG(
     max_active_runs=1,
     is_paused_upon_creation=True,
     default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
-    tags=["automail", "newsletter", "sending"],
+    tags=["automail", "newsletter"],
     doc_md=__doc__,
 ) as dag:
 
@@ -44,15 +45,6 @@ with DAG(
             return tick(session, _now(data_interval_end)).as_dict()
 
     @task
-    def send(run_id=None) -> dict:  # noqa: ANN001
-        from automail.campaigns.sender import send_due_campaign_mails
-        from automail.db import session_factory
-        from automail.sending import SmtpConfig
-
-        smtp = SmtpConfig.resolve()  # env AIRFLOW_CONN_AUTOMAIL_SMTP or connection automail_smtp
-        return send_due_campaign_mails(session_factory(), smtp, run_id or "manual")
-
-    @task
     def finish(data_interval_end=None) -> dict:  # noqa: ANN001
         from automail.campaigns import tick
         from automail.db import session_scope
@@ -60,4 +52,4 @@ with DAG(
         with session_scope() as session:
             return tick(session, _now(data_interval_end)).as_dict()
 
-    advance() >> send() >> finish()
+    advance() >> finish()

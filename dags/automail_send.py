@@ -16,10 +16,12 @@ from datetime import UTC, datetime, timedelta
 from airflow.sdk import DAG, task
 from automail_operators import SmtpSendOperator
 
+SEND_EVERY = timedelta(minutes=5)  # the schedule; per-domain allowances scale with it
+
 with DAG(
     dag_id="automail_send",
     description="Send due mails in batches (paused on creation; obeys mail_server_stopped)",
-    schedule=timedelta(minutes=5),
+    schedule=SEND_EVERY,
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
@@ -36,14 +38,14 @@ with DAG(
         return not mail_server_stopped(session_factory())
 
     @task
-    def plan(run_id=None, ti=None) -> list[list[int]]:  # noqa: ANN001
-        """Recover leases, claim (cap → held + notice), return the batches to map over."""
+    def plan(run_id=None, ti=None) -> list[dict]:  # noqa: ANN001
+        """Recover leases, claim (cap → held + notice); the batches, each with its relay."""
         from automail.db import session_factory
         from automail.sending import plan_run
 
-        p = plan_run(session_factory(), run_id)
+        p = plan_run(session_factory(), run_id, interval=SEND_EVERY)
         ti.xcom_push(key="summary", value=p.summary.as_dict())
-        return p.batches
+        return p.mapped()
 
     @task(trigger_rule="all_done")
     def summarize(batches: list[dict] | None, ti=None) -> dict:  # noqa: ANN001
@@ -61,6 +63,6 @@ with DAG(
         pool="automail_smtp",
         retries=2,
         retry_delay=timedelta(minutes=1),
-    ).expand(batch=planned)
+    ).expand_kwargs(planned)
     mail_server_running() >> planned
     summarize(sent.output)

@@ -2,9 +2,10 @@
 
 - RenderMailOperator: re-render stored mails from their current templates into
   MIME-ready content (automail.sending.render).
-- SmtpSendOperator: send one claimed batch over one reused SMTP connection whose
-  settings come from the Airflow connection `smtp_conn_id` (no credentials in code).
-  Map it over batches: `SmtpSendOperator.partial(...).expand(batch=...)`.
+- SmtpSendOperator: send one claimed batch through the relay of Airflow connection
+  `smtp_conn_id` (no credentials in code), on the relay's `connections` SMTP
+  connections. Map it over the plan's batches, each with its relay:
+  `SmtpSendOperator.partial(...).expand_kwargs(plan.mapped())`.
 """
 
 from __future__ import annotations
@@ -36,7 +37,16 @@ class RenderMailOperator(BaseOperator):
 
 
 class SmtpSendOperator(BaseOperator):
-    template_fields: Sequence[str] = ("batch", "claim_id")
+    """Send one claimed batch of mails through one relay, exactly once per mail.
+
+    :param batch: ids of mails claimed by this run (the plan's output).
+    :param smtp_conn_id: Airflow connection (type smtp) of the batch's relay; the shop's
+        `smtp_conn_id`, default `automail_smtp`. Extras as the SMTP provider reads them,
+        plus `ca_file`, `connections` (per batch) and `max_connections` (per relay).
+    :param claim_id: the claim the mails were taken under; default: this DAG run's.
+    """
+
+    template_fields: Sequence[str] = ("batch", "claim_id", "smtp_conn_id")
 
     def __init__(
         self,

@@ -33,7 +33,17 @@ def smtp_env(smtp_sink, monkeypatch):  # noqa: ANN001, ANN201
     return smtp_sink
 
 
-def test_campaign_end_to_end_through_the_dag(airflow_db, session, smtp_env) -> None:
+@pytest.fixture
+def smtp_pool(airflow_db: str) -> str:
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "airflow", "pools", "set", "automail_smtp", "4", "SMTP"]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return "automail_smtp"
+
+
+def test_campaign_end_to_end_through_the_dag(airflow_db, smtp_pool, session, smtp_env) -> None:
     sink = smtp_env
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     shop = make_shop(session)
@@ -58,6 +68,10 @@ def test_campaign_end_to_end_through_the_dag(airflow_db, session, smtp_env) -> N
     assert dag.is_paused_upon_creation is True
     dr = dag.test(logical_date=now)
     assert dr.state == "success"
+    assert sink.messages == []  # released, not sent: automail_send is the one send path
+    sender = _load_dag("automail_send")
+    assert sender.test(logical_date=now).state == "success"
+    assert dag.test(logical_date=now + timedelta(minutes=1)).state == "success"  # counts
 
     session.rollback()
     session.expire_all()
@@ -84,6 +98,7 @@ def test_campaign_end_to_end_through_the_dag(airflow_db, session, smtp_env) -> N
 
     dr = dag.test(logical_date=now + timedelta(minutes=5))  # another run: nothing more
     assert dr.state == "success"
+    assert sender.test(logical_date=now + timedelta(minutes=5)).state == "success"
     assert len(sink.messages) == 4
     assert session.scalar(select(func.count()).select_from(Mail)) == 5
 

@@ -109,3 +109,51 @@ def test_send_dag_sends_nothing_when_mail_server_stopped(smtp_pool, session, smt
     assert smtp_env.messages == []
     session.expire_all()
     assert set(session.scalars(select(Mail.status))) == {"unsent"}
+
+
+def test_send_dag_maps_each_batch_to_its_shops_relay(
+    smtp_pool, session, smtp_env, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001, E501
+    import json
+
+    from automail.relay_sim import RelaySim, make_test_ca
+    from automail.relays import set_shop_relay
+
+    tea = make_shop(session, "tea")
+    rice = make_shop(session, "rice", name="米の田中屋")
+    set_shop_relay(session, "rice", "automail_smtp_rice", "rakuten")
+    tea_ids = _mails(session, tea, 3)
+    rice_mails = [
+        Mail(
+            shop_id=rice.id,
+            kind="order_confirmation",
+            source_key=f"rice:{i}",
+            to_address=f"rice{i}@example.jp",
+            from_address=rice.from_address,
+            reply_to=rice.reply_to,
+            subject="ご注文",
+            body_text="田中 様",
+        )
+        for i in range(4)
+    ]
+    session.add_all(rice_mails)
+    session.commit()
+    ca = make_test_ca(tmp_path / "tls")
+    with RelaySim(ca) as relay:
+        conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": relay.port,
+                "login": relay.login, "password": relay.password,
+                "extra": {"disable_ssl": True, "ca_file": str(ca.ca_file), "timeout": 10}}  # fmt: skip
+        monkeypatch.setenv("AIRFLOW_CONN_AUTOMAIL_SMTP_RICE", json.dumps(conn))
+        dr = _load_dag("automail_send").test(logical_date=datetime.now(UTC))
+        assert dr.state == "success"
+        assert sorted(m.rcpt_tos[0] for m in relay.messages) == [
+            f"rice{i}@example.jp" for i in range(4)
+        ]
+    assert sorted(m.rcpt_tos[0] for m in smtp_env.messages) == [
+        f"dag{i}@example.jp" for i in range(3)
+    ]
+    session.expire_all()
+    rice_ids = [m.id for m in rice_mails]
+    assert set(session.scalars(select(Mail.status).where(Mail.id.in_(tea_ids + rice_ids)))) == {
+        "sent"
+    }

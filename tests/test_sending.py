@@ -412,7 +412,7 @@ def test_domain_rate_limit_leaves_the_rest_unsent_for_the_next_run(
 ) -> None:
     shop = make_shop(session)
     for i in range(7):
-        _mail(session, shop, to=f"m{i}@docomo.ne.jp")
+        _mail(session, shop, to=f"m{i}@example.ne.jp")  # no carrier default
     _mail(session, shop, to="pc@example.jp")
     settings.put(session, "domain_rate_per_minute", 1)  # 5 per 5-minute run
     session.commit()
@@ -489,3 +489,44 @@ def test_postgres_fast_path_quotes_every_value_literally(engine: Engine) -> None
         cur = conn.connection.dbapi_connection.cursor()
         cur.execute(_pg_statement(cur, template, {"x": "50%"}, tricky))
         assert cur.fetchall() == tricky
+
+
+def test_postgres_fast_path_writes_the_same_events_as_the_one_status_change(
+    engine: Engine, session: Session, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The PostgreSQL group statements (batch.PG_START_SQL/PG_SENT_SQL) must leave exactly
+    # what sending/status.change_status leaves: same events, statuses and attempts.
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL fast path")
+    from automail.sending import batch as batch_module
+
+    shop = make_shop(session)
+    smtp_sink.handler.reject["nobody@example.jp"] = "550 5.1.1 <nobody@example.jp>: unknown"
+    addresses = ["a@example.jp", "nobody@example.jp", "b@example.jp", "bad..dots@example.jp"]
+    now = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+
+    def run(fast: bool) -> list[tuple]:
+        ids = [_mail(session, shop, to=a).id for a in addresses]
+        session.commit()
+        monkeypatch.setattr(batch_module, "_pg_fast_path", lambda s: fast)
+        run_send_cycle(session_factory(engine), _cfg(smtp_sink), f"fast-{fast}", now=now)
+        session.expire_all()
+        events = [
+            [
+                (e.event, e.from_status, e.to_status, e.actor, e.detail, e.at)
+                for e in session.scalars(
+                    select(MailEvent).where(MailEvent.mail_id == i).order_by(MailEvent.id)
+                )
+            ]
+            for i in ids
+        ]
+        mails = [
+            (m.status, m.attempt_count, m.claimed_by, m.sent_at, m.last_error)
+            for m in (_reload(session, i) for i in ids)
+        ]
+        attempts = [
+            [(a.outcome, a.smtp_code, a.message) for a in _attempts(session, i)] for i in ids
+        ]
+        return [events, mails, attempts]
+
+    assert run(fast=True) == run(fast=False)

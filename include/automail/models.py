@@ -91,6 +91,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
+DEFAULT_RELAY = "automail_smtp"  # the Airflow connection of shops that name no relay
+
+
 class Shop(Base):
     """A shop and its sender settings (A7), caps and notice addresses (B7, B8)."""
 
@@ -113,7 +116,15 @@ class Shop(Base):
     notify_pending: Mapped[bool] = mapped_column(Boolean, default=False)  # B8 switch
     repeat_stage_from: Mapped[int] = mapped_column(Integer, default=2)  # A5 stage 2 from Nth
     monthly_quota: Mapped[int | None] = mapped_column(Integer)  # C9; None = unlimited
+    # H1: the Airflow connection of the shop's relay (None = automail_smtp) and the
+    # marketplace whose relay rules apply (seed 003: "rakuten" forbids mask addresses).
+    smtp_conn_id: Mapped[str | None] = mapped_column(String(250))
+    marketplace: Mapped[str | None] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+
+    @property
+    def relay(self) -> str:
+        return self.smtp_conn_id or DEFAULT_RELAY
 
 
 class Customer(Base):
@@ -539,3 +550,14 @@ class Setting(Base):
         UtcDateTime(), server_default=func.now(), onupdate=func.now()
     )
     updated_by: Mapped[str] = mapped_column(String(100), default="system")
+
+
+class DomainBackoff(Base):
+    """A recipient domain that answered 4xx: its mails wait until `until` (H2 pacing)."""
+
+    __tablename__ = "domain_backoffs"
+
+    domain: Mapped[str] = mapped_column(String(255), primary_key=True)
+    since: Mapped[datetime] = mapped_column(UtcDateTime())
+    until: Mapped[datetime] = mapped_column(UtcDateTime())
+    reason: Mapped[str] = mapped_column(Text)

@@ -25,8 +25,10 @@ import contextlib
 import datetime as dt
 import ipaddress
 import ssl
+import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,6 +132,10 @@ class RelayHandler(SinkHandler):
             responses.insert(1, "250-PIPELINING")
         self.ehlo_lines = list(responses)
         return responses
+
+
+# aiosmtpd sets its own deprecated Session.login_data on every successful AUTH.
+warnings.filterwarnings("ignore", message="Session.login_data is deprecated")
 
 
 class RelaySim:
@@ -275,23 +281,23 @@ class LatencyProxy:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Loopback relay: STARTTLS + AUTH + latency")
-    parser.add_argument("--dir", type=Path, required=True, help="captured .eml files")
+    parser.add_argument("--dir", type=Path, required=True, help="TLS files (and messages)")
     parser.add_argument("--rtt-ms", type=float, default=20.0, help="round-trip time added")
     parser.add_argument("--port", type=int, default=None, help="the proxy's port")
+    parser.add_argument("--no-save", action="store_true", help="count messages, write none")
     args = parser.parse_args(argv)
     ca = make_test_ca(args.dir / "tls")
+    out_dir = None if args.no_save else args.dir / "messages"
     with (
-        RelaySim(ca, out_dir=args.dir / "messages") as relay,
+        RelaySim(ca, out_dir=out_dir) as relay,
         LatencyProxy(relay.port, args.rtt_ms / 2000, port=args.port) as proxy,
     ):
-        print(
-            f"relay on {LOOPBACK}:{proxy.port} (rtt {args.rtt_ms} ms, STARTTLS, AUTH "
-            f"{relay.login}/{relay.password}); CA file {ca.ca_file}",
-            flush=True,
-        )
+        # One line a parent process can read: port, direct port, CA file.
+        print(f"relay {proxy.port} {relay.port} {ca.ca_file}", flush=True)
         try:
-            while True:
-                time.sleep(3600)
+            for line in sys.stdin:  # "count" asks how many messages were accepted
+                if line.strip() == "count":
+                    print(len(relay.messages), flush=True)
         except KeyboardInterrupt:
             pass
 

@@ -41,7 +41,17 @@ SETTINGS: dict[str, SettingSpec] = {
     "creation_partitions": SettingSpec(2, "F3: parallel creation tasks per run"),
     "creation_chunk_size": SettingSpec(5000, "A2: source rows read and inserted per chunk"),
     "follow_up_delay_minutes": SettingSpec(7 * 24 * 60, "A3: follow-up due after shipment"),
-    "domain_rate_per_minute": SettingSpec(0, "per recipient domain per run-minute; 0 = off"),
+    "domain_rate_per_minute": SettingSpec(
+        0,
+        "per recipient domain per minute of the send schedule, where domain_pacing sets none; 0 = off",
+    ),
+    "domain_pacing": SettingSpec(
+        {}, 'H2: {"domain": {"per_session": N, "per_minute": M}} on top of the carrier defaults'
+    ),
+    "domain_backoff_seconds": SettingSpec(300, "H2: a domain answering 4xx waits this long"),
+    "send_interval_minutes": SettingSpec(
+        5, "minutes between send runs outside Airflow (the DAG passes its own schedule)"
+    ),
     "history_limit": SettingSpec(1000, "A9: newest N mails in send history"),
     "ui_timezone": SettingSpec("Asia/Tokyo", "B2: zone of the screen's dates and times"),
     "campaign_min_lead_minutes": SettingSpec(3, "C1: schedule at least this far ahead"),

@@ -175,6 +175,59 @@ class SinkProcess:
         self.stop()
 
 
+class RelayProcess(SinkProcess):
+    """`python -m automail.relay_sim`: STARTTLS + AUTH + PIPELINING behind a latency
+    proxy, in its own process, one .eml file per accepted message (as SinkProcess)."""
+
+    def __init__(self, base: Path, rtt_ms: float) -> None:
+        super().__init__(base / "messages")
+        self.base, self.rtt_ms = base, rtt_ms
+        self.ca_file = ""
+
+    def start(self) -> RelayProcess:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "automail.relay_sim", "--dir", str(self.base),
+             "--rtt-ms", str(self.rtt_ms)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        _, port, _direct, self.ca_file = self.proc.stdout.readline().split()
+        self.port = int(port)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()  # the relay stops at the end of its input
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def connection(self, connections: int) -> str:
+        """The Airflow connection JSON a sender uses for this relay."""
+        import json
+
+        return json.dumps(
+            {
+                "conn_type": "smtp",
+                "host": LOOPBACK,
+                "port": self.port,
+                "login": "relay-user",
+                "password": "relay-password",
+                "extra": {"disable_ssl": True, "ca_file": self.ca_file,
+                          "connections": connections, "timeout": 10},
+            }
+        )  # fmt: skip
+
+    def message_id_counts(self) -> Counter[str]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        return super().message_id_counts()
+
+
 @pytest.fixture
 def sink_process(tmp_path: Path) -> Iterator[SinkProcess]:
     with SinkProcess(tmp_path / "sink") as sink:

@@ -39,6 +39,11 @@ def say(line: str) -> None:
 
 
 def _smtp(port: int) -> SmtpConfig:
+    """The loopback sink, or the relay named by FAULTS_SMTP_CONN (a connection's JSON:
+    STARTTLS, AUTH, PIPELINING, several connections per batch)."""
+    conn = os.environ.get("FAULTS_SMTP_CONN")
+    if conn:
+        return SmtpConfig.from_uri_or_json(conn, "automail_smtp")
     return SmtpConfig(host="127.0.0.1", port=port, timeout=10)
 
 

@@ -34,6 +34,7 @@ from automail.sending import SmtpConfig, plan_run, run_send_cycle
 from .conftest import (
     SENDER_CHILD,
     FaultTotals,
+    RelayProcess,
     SinkProcess,
     env_int,
     fault_shop,
@@ -137,12 +138,22 @@ def test_two_send_runs_over_one_queue_send_each_mail_once(
 
 @STORES
 @pytest.mark.parametrize("second_try", ["at once", "mid-batch"])
+@pytest.mark.parametrize("path", ["sink", "relay"])
 def test_same_batch_sent_by_two_processes_at_once_sends_each_mail_once(
-    engine: Engine, store_url: str, tmp_path: Path, fault_totals: FaultTotals, second_try: str
+    engine: Engine,
+    store_url: str,
+    tmp_path: Path,
+    fault_totals: FaultTotals,
+    second_try: str,
+    path: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # "mid-batch": the second try starts while the first has a group in flight, as when
     # Airflow re-runs a mapped task whose first try still runs. It must skip that group,
-    # not hold it in doubt: the first try is alive and finishes it.
+    # not hold it in doubt: the first try is alive and finishes it. "relay": both tries
+    # send through a STARTTLS + AUTH relay with PIPELINING on 4 parallel lanes each.
+    if path == "relay" and engine.dialect.name != "postgresql":
+        pytest.skip("parallel lanes run on PostgreSQL only (SQLite: one writer)")
     shop = fault_shop(engine)
     ids = queue_mails(engine, shop, 150, "twice")
     plan = plan_run(session_factory(engine), "twice", datetime.now(UTC))
@@ -150,7 +161,15 @@ def test_same_batch_sent_by_two_processes_at_once_sends_each_mail_once(
     assert sorted(batch) == ids
     (tmp_path / "ids.json").write_text(json.dumps(batch))
     gos = [tmp_path / "go-first", tmp_path / "go-second"]
-    with SinkProcess(tmp_path / "sink") as sink:
+    server = (
+        RelayProcess(tmp_path / "relay", 2) if path == "relay" else SinkProcess(tmp_path / "sink")
+    )
+    with server as sink:
+        cfg = SmtpConfig(host="127.0.0.1", port=sink.port, timeout=10)
+        if isinstance(sink, RelayProcess):
+            conn = sink.connection(4)
+            monkeypatch.setenv("FAULTS_SMTP_CONN", conn)  # the spawned tries read it
+            cfg = SmtpConfig.from_uri_or_json(conn)
         args = ("batch", store_url, str(sink.port), plan.claim_id, str(tmp_path / "ids.json"))
         procs = [_spawn(*args, str(go)) for go in gos]
         try:
@@ -167,14 +186,13 @@ def test_same_batch_sent_by_two_processes_at_once_sends_each_mail_once(
         aborted = sum(1 for r in results if r.get("aborted"))
         if aborted:  # what the DAG does next: recover the lapsed claims, send the rest
             later = datetime.now(UTC) + timedelta(hours=1)
-            cfg = SmtpConfig(host="127.0.0.1", port=sink.port, timeout=10)
             run_send_cycle(session_factory(engine), cfg, "twice-after", later)
         counts = sink.message_id_counts()
     with session_factory(engine)() as session:
         verdict = judge(session, ids, counts)
     _record(
         fault_totals,
-        f"same batch twice, {second_try} ({engine.dialect.name})",
+        f"same batch twice, {second_try}, {path} ({engine.dialect.name})",
         2 + (1 if aborted else 0),
         verdict,
         {

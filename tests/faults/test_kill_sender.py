@@ -41,6 +41,7 @@ from automail.models import Mail, SendAttempt
 from .conftest import (
     SENDER_CHILD,
     FaultTotals,
+    RelayProcess,
     SinkProcess,
     env_int,
     fault_shop,
@@ -55,13 +56,16 @@ CLOCK_STEP = timedelta(seconds=5)  # > lease_seconds: each sender sees the last 
 class ForkServer:
     """Drives sender_child.py `serve`: one forked sender per `start`, killable by pid."""
 
-    def __init__(self, url: str, port: int) -> None:
+    def __init__(self, url: str, port: int, smtp_conn: str | None = None) -> None:
+        env = os.environ.copy()
+        if smtp_conn:
+            env["FAULTS_SMTP_CONN"] = smtp_conn
         self.proc = subprocess.Popen(
             [sys.executable, str(SENDER_CHILD), "serve", url, str(port)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
-            env=os.environ.copy(),
+            env=env,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._read, daemon=True).start()
@@ -128,56 +132,85 @@ def _open_mails(engine: Engine, ids: list[int]) -> int:
 def test_sigkill_the_sender_loses_nothing_and_sends_nothing_twice(
     engine: Engine, store_url: str, kills_wanted: int, tmp_path: Path, fault_totals: FaultTotals
 ) -> None:
+    with SinkProcess(tmp_path / "sink") as sink:
+        _kill_rounds(engine, store_url, sink, None, kills_wanted, fault_totals, "kill sender")
+
+
+@pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
+def test_sigkill_a_relay_sender_with_pipelined_commands_outstanding(
+    engine: Engine, store_url: str, tmp_path: Path, fault_totals: FaultTotals
+) -> None:
+    """The relay path: STARTTLS + AUTH, PIPELINING, 4 parallel lanes per batch, RTT
+    4 ms, so kills land with envelopes and DATA in flight on several connections."""
+    kills = env_int("FAULTS_RELAY_KILLS", 16)
+    with RelayProcess(tmp_path / "relay", rtt_ms=4) as relay:
+        put_settings(engine, send_commit_group=3)  # several groups per lane
+        summary = _kill_rounds(
+            engine, store_url, relay, relay.connection(4), kills, fault_totals, "kill relay sender"
+        )
+    fault_totals.count("relay_kills", summary["kills"])
+    fault_totals.count("relay_lost", summary["lost"])
+    fault_totals.count("relay_duplicated", summary["duplicated"])
+
+
+def _kill_rounds(
+    engine: Engine,
+    store_url: str,
+    sink: SinkProcess,
+    smtp_conn: str | None,
+    kills_wanted: int,
+    fault_totals: FaultTotals,
+    label: str,
+) -> dict:
     per_round = env_int("FAULTS_KILLS_PER_ROUND", 4)
     mails_per_round = env_int("FAULTS_MAILS_PER_ROUND", 40)
     rng = random.Random(env_int("FAULTS_SEED", 8))
     shop = fault_shop(engine)
-    put_settings(engine, lease_seconds=1, send_batch_size=5)
+    put_settings(engine, lease_seconds=1, send_batch_size=5 if smtp_conn is None else 20)
     clock = datetime.now(UTC)
     all_ids: list[int] = []
     runs = kills = 0
 
-    with SinkProcess(tmp_path / "sink") as sink:
-        server = ForkServer(store_url, sink.port)
-        try:
+    server = ForkServer(store_url, sink.port, smtp_conn)
+    try:
 
-            def sender(tag: str) -> int:
-                nonlocal clock, runs
-                clock += CLOCK_STEP
-                runs += 1
-                return server.start(f"{tag}-{runs}", clock)
+        def sender(tag: str) -> int:
+            nonlocal clock, runs
+            clock += CLOCK_STEP
+            runs += 1
+            return server.start(f"{tag}-{runs}", clock)
 
-            # Calibrate: how long does one uninterrupted run over a round's queue take?
-            all_ids += queue_mails(engine, shop, mails_per_round, "calibrate")
-            t0 = time.monotonic()
-            sender("calibrate")
+        # Calibrate: how long does one uninterrupted run over a round's queue take?
+        all_ids += queue_mails(engine, shop, mails_per_round, "calibrate")
+        t0 = time.monotonic()
+        sender("calibrate")
+        assert server.finish(kill=False) == 0
+        per_mail = (time.monotonic() - t0) / mails_per_round
+
+        rounds = 0
+        while kills < kills_wanted:
+            rounds += 1
+            assert rounds <= 3 * kills_wanted // per_round + 5, "kills keep missing the run"
+            ids = queue_mails(engine, shop, mails_per_round, f"round{rounds}")
+            all_ids += ids
+            for _ in range(per_round):
+                if kills >= kills_wanted:
+                    break
+                window = per_mail * (_open_mails(engine, ids) + 2)
+                sender(f"r{rounds}")
+                time.sleep(rng.uniform(0, window))
+                code = server.finish(kill=True)
+                if code == -signal.SIGKILL:
+                    kills += 1
+                else:
+                    assert code == 0, f"sender exited with {code}"
+            sender(f"r{rounds}-finish")  # recovers the last kill's leases, sends the rest
             assert server.finish(kill=False) == 0
-            per_mail = (time.monotonic() - t0) / mails_per_round
-
-            rounds = 0
-            while kills < kills_wanted:
-                rounds += 1
-                assert rounds <= 3 * kills_wanted // per_round + 5, "kills keep missing the run"
-                ids = queue_mails(engine, shop, mails_per_round, f"round{rounds}")
-                all_ids += ids
-                for _ in range(per_round):
-                    if kills >= kills_wanted:
-                        break
-                    window = per_mail * (_open_mails(engine, ids) + 2)
-                    sender(f"r{rounds}")
-                    time.sleep(rng.uniform(0, window))
-                    code = server.finish(kill=True)
-                    if code == -signal.SIGKILL:
-                        kills += 1
-                    else:
-                        assert code == 0, f"sender exited with {code}"
-                sender(f"r{rounds}-finish")  # recovers the last kill's leases, sends the rest
-                assert server.finish(kill=False) == 0
-            sender("final")
-            assert server.finish(kill=False) == 0
-        finally:
-            server.close()
-        counts = sink.message_id_counts()
+        sender("final")
+        assert server.finish(kill=False) == 0
+    finally:
+        server.close()
+    counts = sink.message_id_counts()
 
     with session_factory(engine)() as session:
         verdict = judge(session, all_ids, counts)
@@ -198,7 +231,7 @@ def test_sigkill_the_sender_loses_nothing_and_sends_nothing_twice(
         "lost": len(verdict.lost),
         "duplicated": len(verdict.duplicated),
     }
-    fault_totals.lines.append(f"kill sender: {json.dumps(summary)}")
+    fault_totals.lines.append(f"{label}: {json.dumps(summary)}")
     fault_totals.runs += runs
     fault_totals.kills += kills
     fault_totals.mails += verdict.mails
@@ -214,3 +247,4 @@ def test_sigkill_the_sender_loses_nothing_and_sends_nothing_twice(
     assert verdict.sent + verdict.in_doubt == verdict.mails
     assert leftover == 0  # no attempt is left in_flight after recovery
     assert in_doubt_attempts >= verdict.in_doubt
+    return summary

@@ -29,7 +29,8 @@ from automail.campaigns.events import transition
 from automail.campaigns.hours import window_for
 from automail.campaigns.mailing import MarketingMailer, create_mails
 from automail.db import take_write_lock
-from automail.models import Campaign, CampaignCategory, Mail, MailEvent, Shop, Template
+from automail.models import Campaign, CampaignCategory, Mail, Shop, Template
+from automail.sending.status import change_status_many
 from automail.states import CAMPAIGN, CANCELLED, ERROR, HELD, SENT, UNSENT
 
 ACTIVE = ("scheduled", "preparing", "sending", "sent", "counting")
@@ -134,7 +135,8 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
     ids = audience.campaign_audience(session, campaign, tz)
     shop = session.get(Shop, campaign.shop_id)
     mailer = MarketingMailer(session, shop, CompiledContent(subject, body, fmt, campaign.signature))
-    hold = now + timedelta(days=3650)  # not claimable until this DAG releases it (gate below)
+    # Created unreleased (due_at NULL): the send claim skips a newsletter mail until the
+    # gate below releases it inside the allowed hours and the quota.
     created = create_mails(
         session,
         mailer,
@@ -144,7 +146,6 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
         now=now,
         campaign_id=campaign.id,
         template_id=campaign.template_id,
-        next_attempt_at=hold,
         last_error="waiting for release by the campaign DAG (allowed hours, quota)",
     )
     report.created += created
@@ -182,34 +183,15 @@ def stop_campaign(session: Session, campaign: Campaign, counts: Counts, now: dat
         ),
     )
     rows = session.execute(victims).all()
-    for start in range(0, len(rows), 1000):
-        part = rows[start : start + 1000]
-        cancel = [i for i, st in part if st in (UNSENT, HELD)]
-        no_retry = [i for i, st in part if st == ERROR]
-        if cancel:
-            session.execute(
-                update(Mail)
-                .where(Mail.id.in_(cancel), Mail.status.in_((UNSENT, HELD)))
-                .values(status=CANCELLED, last_error=reason, next_attempt_at=None, updated_at=now)
-            )
-        if no_retry:
-            session.execute(
-                update(Mail)
-                .where(Mail.id.in_(no_retry), Mail.status == ERROR)
-                .values(next_attempt_at=None, updated_at=now)
-            )
-        session.add_all(
-            MailEvent(
-                mail_id=i,
-                at=now,
-                event="campaign_stopped",
-                from_status=st,
-                to_status=CANCELLED if st != ERROR else ERROR,
-                actor="system",
-                detail=reason,
-            )
-            for i, st in part
-        )
+    cancel = [(i, st) for i, st in rows if st in (UNSENT, HELD)]
+    no_retry = [(i, st) for i, st in rows if st == ERROR]
+    change_status_many(
+        session, cancel, CANCELLED, "campaign_stopped", "system", reason, now,
+        last_error=reason, next_attempt_at=None,
+    )  # fmt: skip
+    change_status_many(
+        session, no_retry, ERROR, "campaign_stopped", "system", reason, now, next_attempt_at=None
+    )
     session.flush()
     store_counts(campaign, compute_counts(session, campaign))
     transition(session, campaign, "stopped", reason, now)

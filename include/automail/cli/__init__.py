@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    from automail.sending.smtp import _logs_off_stdout
+
+    _logs_off_stdout()  # stdout carries the command's output only
     try:
         result = args.func(args)
     except (CliError, ValueError, LookupError) as exc:

@@ -88,7 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     cat.set_defaults(func=_category)
 
     r = cmd.add_parser("run", help="one pass of the status machine (+ --send), outside Airflow")
-    r.add_argument("--send", action="store_true", help="also send the released mails")
+    r.add_argument(
+        "--send", action="store_true", help="then one send run (every due kind, by priority)"
+    )
     r.set_defaults(func=_run)
 
 
@@ -242,11 +244,12 @@ def _run(args: argparse.Namespace) -> None:
     with session_scope() as session:
         report = tick(session)
     print(json.dumps(report.as_dict(), ensure_ascii=False))
-    if args.send:
-        from automail.campaigns.sender import send_due_campaign_mails
-        from automail.sending import SmtpConfig
+    if args.send:  # one send run, as automail_send does: every due kind, by priority
+        from automail.sending import run_send_cycle
+        from automail.sending.smtp import RelayConfigs
 
-        result = send_due_campaign_mails(session_factory(), SmtpConfig.resolve(), "cli")
-        print(json.dumps(result))
+        run_id = f"cli-campaigns-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+        result = run_send_cycle(session_factory(), RelayConfigs(), run_id)
+        print(json.dumps(result.as_dict(), sort_keys=True))
         with session_scope() as session:
             print(json.dumps(tick(session).as_dict(), ensure_ascii=False))

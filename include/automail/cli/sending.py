@@ -37,10 +37,11 @@ def _print(data: dict) -> None:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from automail.sending import SmtpConfig, run_send_cycle
+    from automail.sending import run_send_cycle
+    from automail.sending.smtp import RelayConfigs
 
     run_id = args.run_id or f"cli-{datetime.now(UTC):%Y%m%dT%H%M%S}"
-    _print(run_send_cycle(session_factory(), SmtpConfig.resolve(), run_id).as_dict())
+    _print(run_send_cycle(session_factory(), RelayConfigs(), run_id).as_dict())
 
 
 def _now(args: argparse.Namespace) -> int:

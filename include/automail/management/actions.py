@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from automail import settings
 from automail.addresses import check_address
 from automail.db import take_write_lock
 from automail.models import Mail, MailEvent, StaffAction
+from automail.sending.status import change_status_many
 from automail.states import (
     ACTION_FROM,
     CANCELLED,
@@ -175,26 +176,11 @@ def _move(
 ) -> None:
     if not vetted:
         return
-    values: dict[str, Any] = {"status": to_status, "updated_at": now}
+    values: dict[str, Any] = {}
     if to_status == UNSENT:
         # Due now: a mail put back to unsent is not held back by an old retry time.
         values.update(next_attempt_at=None, claimed_by=None, lease_until=None)
-    session.execute(update(Mail).where(Mail.id.in_([i for i, _ in vetted])).values(**values))
-    session.execute(
-        insert(MailEvent),
-        [
-            {
-                "mail_id": mail_id,
-                "at": now,
-                "event": event,
-                "from_status": status,
-                "to_status": to_status,
-                "actor": actor,
-                "detail": detail,
-            }
-            for mail_id, status in vetted
-        ],
-    )
+    change_status_many(session, vetted, to_status, event, actor, detail, now, **values)
 
 
 def _record(
@@ -276,7 +262,8 @@ def send(
     sends them with the send DAG's batch code (a resend gets a fresh Message-ID there).
     If step 2 fails, every mail keeps a status an operator can see and act on.
     """
-    from automail.sending import SendingStopped, SmtpConfig, send_now
+    from automail.sending import SendingStopped, send_now
+    from automail.sending.smtp import RelayConfigs
 
     if action not in SEND_ACTIONS:
         raise ActionError(f"action: {action!r} is not one of {', '.join(SEND_ACTIONS)}")
@@ -291,9 +278,9 @@ def send(
     with factory.begin() as session:
         if settings.get(session, "mail_server_stopped"):
             raise stopped
-        # SMTP settings before touching any mail: a missing connection is a clear error,
-        # not mails left claimed until their lease lapses.
-        smtp = smtp or SmtpConfig.resolve()
+        # Each shop's relay settings are read when its batch goes; one that cannot be
+        # read gives its claims back at once and names the relay in the refusals.
+        smtp = smtp or RelayConfigs()
         take_write_lock(session)
         for chunk in _chunks(id_list):
             vetted = _vet(session, chunk, action, now, result)

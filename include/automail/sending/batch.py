@@ -31,14 +31,16 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
-from automail.addresses import check_address, split_address_list
+from automail.addresses import check_address, domain_of, split_address_list
 from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
+from automail.sending.pacing import active_backoffs, pacing_table, record_backoff
+from automail.sending.relay_slots import release_slots, take_slots
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
 from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
 from automail.sending.status import CHUNK, change_status
@@ -46,6 +48,7 @@ from automail.sending.summary import SendSummary
 from automail.states import ERROR, HELD, SENT
 
 log = logging.getLogger(__name__)
+SLOT_WAIT = 60.0  # seconds a batch waits for a free connection slot of its relay
 SessionFactory = Callable[[], Session]
 Ready = tuple[Mail, str, bytes]  # a built message: (mail, Message-ID, wire bytes)
 Outcome = tuple[Mail, int | None, SmtpResult, datetime, dict]  # (mail, attempt id, …)
@@ -104,6 +107,7 @@ class Policy:
     lease_seconds: int
     invalid_after: int
     commit_group: int
+    domain_backoff: int  # seconds a domain answering 4xx waits (pacing.py)
 
     @classmethod
     def load(cls, session: Session) -> Policy:
@@ -113,7 +117,13 @@ class Policy:
             settings.get(session, "lease_seconds"),
             settings.get(session, "invalid_after_failures"),
             max(1, settings.get(session, "send_commit_group")),
+            settings.get(session, "domain_backoff_seconds"),
         )
+
+
+def _pg_fast_path(session: Session) -> bool:
+    """PostgreSQL: group statements built with psycopg2 (PG_START_SQL, PG_SENT_SQL)."""
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _clock(now: datetime | None) -> datetime:
@@ -136,10 +146,16 @@ class BatchSender:
         self.fixed_now = now
         self.summary = SendSummary()
         self.shops: dict[int, Shop] = {}
-        self.pg = session.get_bind().dialect.name == "postgresql"
+        self.pg = _pg_fast_path(session)
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
+        now = _clock(now)
+        pacing = pacing_table(session)
+        self.paced = set(pacing)  # carriers and domain_pacing entries: 4xx -> domain backoff
+        self.per_session = {d: p.per_session for d, p in pacing.items() if p.per_session}
+        self.waiting = active_backoffs(session, now)  # domain -> until (its mails wait)
+        self.refusing: dict[str, str] = {}  # domain -> 4xx reply seen on the wire (to record)
 
     def shop(self, shop_id: int) -> Shop:
         if shop_id not in self.shops:
@@ -216,6 +232,17 @@ class BatchSender:
         outcome = outcome or result.outcome
         if (text := db_text(result.text)) is not result.text:
             result = replace(result, text=text)
+        if outcome == "deferred":  # its domain is in backoff: never went on the wire
+            if attempt_id is not None:
+                self.session.execute(delete(SendAttempt).where(SendAttempt.id == attempt_id))
+            self._status_change(
+                mail, mail.status, "domain_backoff", result.text, now,
+                claimed_by=None, lease_until=None, attempt_count=mail.attempt_count,
+                next_attempt_at=self._until(domain_of(mail.to_address), now),
+                last_error=result.text,
+            )  # fmt: skip
+            self.summary.deferred_backoff += 1
+            return
         if outcome == "accepted" and self.pg and attempt_id is not None:
             # PG fast path: PG_SENT_SQL writes the attempts, the mails and the events of
             # the group's accepted mails in one statement (flush_pending / start_group).
@@ -399,7 +426,7 @@ class BatchSender:
         groups = [mails[i : i + size] for i in range(0, len(mails), size)]
         pool = ThreadPoolExecutor(1, "automail-commit") if self.pg else None
         done: list[Outcome] = []  # sent, not yet written
-        with SmtpSession(smtp) as conn, pool or nullcontext():
+        with SmtpSession(smtp, self.per_session) as conn, pool or nullcontext():
             ready, refused = self._prepare(groups[0]) if groups else ([], [])
             started = self._write(done, refused, ready)
             for k in range(len(groups)):
@@ -428,6 +455,10 @@ class BatchSender:
             if self.unavailable is not None:
                 result = SmtpResult("temp_fail", None, None, self.unavailable)
                 refused.append((mail, None, result, now, {}))
+                continue
+            waiting = self._backing_off(mail)
+            if waiting is not None:
+                refused.append((mail, None, waiting, now, {"outcome": "deferred"}))
                 continue
             # Whatever one mail holds fails that mail only: a build error names the field
             # and value; anything else (a bug meeting odd data) is refused with its text
@@ -459,6 +490,11 @@ class BatchSender:
     ) -> dict[int, int]:
         """One transaction: outcomes so far, then the in_flight starts of `ready`; commit.
         Returns {mail id: attempt id} of the started mails."""
+        now = _clock(self.fixed_now)
+        for domain, reason in list(self.refusing.items()):
+            if domain not in self.waiting or self.waiting[domain] <= now:
+                base = self.policy.domain_backoff
+                self.waiting[domain] = record_backoff(self.session, domain, now, base, reason)
         for mail, attempt_id, result, at, extra in (*done, *refused):
             self.finish(mail, attempt_id, result, at, **extra)
         if ready:
@@ -477,6 +513,11 @@ class BatchSender:
             if attempt_id is None:  # claim lost or another try started it: not ours
                 self.summary.skipped += 1  # only this thread counts skips
                 continue
+            waiting = self._backing_off(mail)
+            if waiting is not None:  # a 4xx from its domain earlier in this group
+                outcomes.append((mail, attempt_id, waiting, _clock(self.fixed_now),
+                                 {"outcome": "deferred"}))  # fmt: skip
+                continue
             if self.unavailable is None:
                 try:
                     result = conn.send(
@@ -490,8 +531,38 @@ class BatchSender:
                     log.warning("batch %s: %s", self.claim_id, self.unavailable)
             if self.unavailable is not None:
                 result = SmtpResult("temp_fail", None, None, self.unavailable)
+            elif _domain_refusal(result) and domain_of(mail.to_address) in self.paced:
+                self.refusing.setdefault(domain_of(mail.to_address), result.text)
             outcomes.append((mail, attempt_id, result, _clock(self.fixed_now), {}))
         return outcomes
+
+    def _until(self, domain: str, now: datetime) -> datetime:
+        return self.waiting.get(domain) or now + timedelta(seconds=self.policy.domain_backoff)
+
+    def _backing_off(self, mail: Mail) -> SmtpResult | None:
+        """A `deferred` result if the mail's domain waits (recorded, or refusing now)."""
+        domain = domain_of(mail.to_address)
+        now = _clock(self.fixed_now)
+        if domain in self.refusing or self.waiting.get(domain, now) > now:
+            until = self._until(domain, now)
+            why = self.refusing.get(domain, "earlier 4xx replies")
+            text = (
+                f"domain {domain} asked us to slow down ({why}); waits until "
+                f"{until.isoformat(timespec='seconds')}, no retry used"
+            )
+            return SmtpResult("deferred", None, None, text)
+        return None
+
+
+def _domain_refusal(result: SmtpResult) -> bool:
+    """A 4xx reply about the recipient or the message (not the sender, not the
+    connection): the recipient's domain is throttling us."""
+    return (
+        result.outcome == "temp_fail"
+        and result.code is not None
+        and 400 <= result.code < 500
+        and not result.text.startswith("MAIL FROM")
+    )
 
 
 MESSAGE_ID_MAX = 255  # models.Mail.message_id is String(255)
@@ -578,6 +649,64 @@ def send_batch(
         mails = sorted((m for m in mails if m.id not in busy), key=lambda m: m.id)
         sender.summary.skipped += len(ids) - len(mails)
         sender.summary.batches = 1
+        lanes = _lanes(len(mails), smtp, policy, sender.pg)
+        if mails:
+            lanes = take_slots(session, smtp.name, lanes, smtp.max_connections, SLOT_WAIT)
+        if mails and lanes == 0:  # the relay is at its limit: leave them to the next run
+            release_claims(session, [m.id for m in mails], claim_id)
+            session.commit()
+            sender.summary.skipped += len(mails)
+            log.warning("batch %s: relay %r full (%d connections)", claim_id, smtp.name,
+                        smtp.max_connections)  # fmt: skip
+        elif lanes == 1:
+            sender.run(mails, smtp)
+        else:
+            shop_ids = {m.shop_id for m in mails}
+            lane = partial(_send_lane, session_factory, claim_id, policy, actor, now, shop_ids)
+            with ThreadPoolExecutor(lanes, "automail-lane") as pool:
+                jobs = [pool.submit(lane, mails[i::lanes], smtp) for i in range(lanes)]
+                for job in jobs:
+                    sender.summary.merge(job.result())
+        return sender.summary
+    finally:
+        bind = session.get_bind()
+        try:
+            release_slots(session)
+        except Exception:  # a broken connection: closing it frees its slots anyway
+            log.warning("batch %s: could not release relay slots explicitly", claim_id)
+        session.close()
+        if isinstance(bind, Connection):
+            bind.close()
+
+
+def _lanes(n_mails: int, smtp: SmtpConfig, policy: Policy, pg: bool) -> int:
+    """SMTP connections for one batch: the relay's `connections`, no more than there
+    are groups of mails to keep them busy; one on SQLite (a single writer: parallel
+    lanes would only queue on its lock)."""
+    if not pg:
+        return 1
+    groups = -(-n_mails // policy.commit_group)
+    return max(1, min(smtp.connections, smtp.max_connections, groups))
+
+
+def _send_lane(
+    session_factory: SessionFactory,
+    claim_id: str,
+    policy: Policy,
+    actor: str,
+    now: datetime | None,
+    shop_ids: set[int],
+    mails: Sequence[Mail],
+    smtp: SmtpConfig,
+) -> SendSummary:
+    """One of a batch's parallel lanes: its own store connection, its own SMTP
+    connection, the same group loop (in_flight committed before each DATA)."""
+    session = _pinned_session(session_factory)
+    try:
+        sender = BatchSender(session, claim_id, policy, actor, now)
+        for shop_id in shop_ids:
+            sender.shop(shop_id)
+        session.commit()
         sender.run(mails, smtp)
         return sender.summary
     finally:

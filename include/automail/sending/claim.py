@@ -19,14 +19,38 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
 from automail.db import take_write_lock
 from automail.models import Mail, SendAttempt
 from automail.sending.ratelimit import DomainLimiter
 from automail.sending.status import CHUNK, change_status_many, record_events
-from automail.states import ACTION_FROM, ERROR, HELD, UNSENT
+from automail.states import (
+    ACTION_FROM,
+    CAMPAIGN,
+    ERROR,
+    FOLLOW_UP,
+    HELD,
+    MANUAL,
+    NOTICE,
+    ORDER_CONFIRMATION,
+    SHIPPING_NOTICE,
+    STEP,
+    UNSENT,
+)
+
+# Priority lanes (H3): the order a run claims in, so the cap never holds back a shop's
+# order confirmation for a newsletter. Lower goes first; ties by id (oldest first).
+PRIORITY = case(
+    (Mail.kind.in_((ORDER_CONFIRMATION, SHIPPING_NOTICE, NOTICE, MANUAL)), 0),
+    (Mail.kind == FOLLOW_UP, 1),
+    (Mail.kind == STEP, 2),
+    else_=3,  # newsletters
+)
+# Bulk kinds over the cap wait for the next run (they passed review as a campaign or a
+# sequence); everything else over the cap is held with a notice (B7).
+BULK_KINDS = (CAMPAIGN, STEP)
 
 
 def due_filter(now: datetime, max_retries: int):  # noqa: ANN201 (SQL expression)
@@ -39,10 +63,13 @@ def due_filter(now: datetime, max_retries: int):  # noqa: ANN201 (SQL expression
         Mail.next_attempt_at <= now,
         Mail.attempt_count <= max_retries,
     )
+    # A newsletter mail is sendable only once its campaign released it (allowed hours,
+    # quota): `due_at` is its release time and stays NULL until then.
+    released = or_(Mail.due_at <= now, and_(Mail.due_at.is_(None), Mail.kind != CAMPAIGN))
     return and_(
         Mail.mode == "auto",
         Mail.claimed_by.is_(None),
-        or_(Mail.due_at.is_(None), Mail.due_at <= now),
+        released,
         or_(unsent, retry),
     )
 
@@ -69,6 +96,7 @@ class RunClaim:
     claimed: list[int] = field(default_factory=list)
     held_by_shop: dict[int, int] = field(default_factory=dict)  # over the cap
     deferred: int = 0  # over a domain's rate: left unsent for the next run
+    deferred_cap: int = 0  # newsletter/step mails over the cap: left for the next run
 
     @property
     def held(self) -> int:
@@ -83,7 +111,7 @@ def claim_for_run(
     cap: int,
     lease_seconds: int,
     max_retries: int,
-    domain_rate_per_minute: int = 0,
+    limiter: DomainLimiter | None = None,
     limit: int | None = None,
     actor: str = "system",
 ) -> RunClaim:
@@ -92,22 +120,26 @@ def claim_for_run(
     `limit` (tests, concurrent claim loops) claims at most that many and holds nothing.
     """
     stmt = (
-        select(Mail.id, Mail.shop_id, Mail.to_address, Mail.status)
+        select(Mail.id, Mail.shop_id, Mail.to_address, Mail.status, Mail.kind)
         .where(due_filter(now, max_retries))
-        .order_by(Mail.id)
+        .order_by(PRIORITY, Mail.id)
     )
     if limit is not None:
         stmt = stmt.limit(limit)
     rows = session.execute(_lock(session, stmt)).all()
-    limiter = DomainLimiter(domain_rate_per_minute)
+    limiter = limiter or DomainLimiter(0, 0)
     result = RunClaim()
     over: list[tuple[int, str]] = []
-    for mail_id, shop_id, to_address, status in rows:
+    for mail_id, shop_id, to_address, status, kind in rows:
         if not limiter.allow(to_address):
             result.deferred += 1
         elif len(result.claimed) < cap:
             result.claimed.append(mail_id)
-        elif limit is None:
+        elif limit is not None:
+            continue
+        elif kind in BULK_KINDS:
+            result.deferred_cap += 1
+        else:
             over.append((mail_id, status))
             result.held_by_shop[shop_id] = result.held_by_shop.get(shop_id, 0) + 1
     _set_claim(session, result.claimed, claim_id, now + timedelta(seconds=lease_seconds))

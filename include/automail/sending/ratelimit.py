@@ -1,35 +1,51 @@
-"""Per-recipient-domain limit (setting `domain_rate_per_minute`, 0 = off).
+"""How many mails of one recipient domain a send run may claim (H2 pacing).
 
-A send run happens every `RUN_INTERVAL_MINUTES`, so one run may take at most
-rate × interval mails for one domain; the rest stay unsent (not held, not error)
-and are claimed by the next run. This keeps one provider (e.g. docomo.ne.jp) from
-receiving a whole 30,000-mail burst at once.
+A domain's allowance per run is its `per_minute` (pacing.py: carrier defaults and the
+`domain_pacing` setting; `domain_rate_per_minute` for every other domain, 0 = off) times
+the minutes between runs — the send DAG passes its own schedule, runs outside Airflow
+use the `send_interval_minutes` setting. A domain in backoff gets nothing this run. Mails
+over the allowance stay unsent (not held, not error) and the next run claims them, so
+one provider (e.g. docomo.ne.jp) never receives a whole 30,000-mail burst at once.
 """
 
 from __future__ import annotations
 
+import math
 from collections import Counter
+from collections.abc import Container, Mapping
 
 from automail.addresses import domain_of
-
-RUN_INTERVAL_MINUTES = 5  # the automail_send DAG's schedule
+from automail.sending.pacing import DomainPace
 
 
 class DomainLimiter:
-    def __init__(self, rate_per_minute: int, minutes: int = RUN_INTERVAL_MINUTES) -> None:
-        self.allowance = rate_per_minute * minutes if rate_per_minute > 0 else 0
+    def __init__(
+        self,
+        rate_per_minute: int,
+        minutes: float,
+        pacing: Mapping[str, DomainPace] | None = None,
+        waiting: Container[str] = (),
+    ) -> None:
+        self.minutes = minutes
+        self.default = self._allowance(rate_per_minute or None)
+        self.pacing = pacing or {}
+        self.waiting = waiting
         self.counts: Counter[str] = Counter()
 
-    @property
-    def enabled(self) -> bool:
-        return self.allowance > 0
+    def _allowance(self, per_minute: int | None) -> int | None:
+        return None if not per_minute else max(1, math.floor(per_minute * self.minutes))
 
     def allow(self, address: str) -> bool:
-        """Count `address` against its domain; False once the domain's allowance is used."""
-        if not self.enabled:
-            return True
+        """Count `address` against its domain; False once the domain's allowance is used
+        or while the domain is in backoff."""
         domain = domain_of(address)
-        if self.counts[domain] >= self.allowance:
+        if domain in self.waiting:
+            return False
+        pace = self.pacing.get(domain)
+        allowance = self.default if pace is None else self._allowance(pace.per_minute)
+        if allowance is None:
+            return True
+        if self.counts[domain] >= allowance:
             return False
         self.counts[domain] += 1
         return True

@@ -1,37 +1,84 @@
-"""The SMTP side of sending: connection settings (F2) and one reused connection.
+"""The SMTP side of sending: relay settings (F2, seed 003) and one reused connection.
 
-Settings come from the Airflow connection `automail_smtp` (host, port, login,
-password; extras `disable_ssl`, `disable_tls`, `timeout`, same meaning and defaults
-as the SMTP provider: implicit SSL and STARTTLS unless disabled). Code outside
-Airflow (CLI, UI, tests) builds `SmtpConfig` directly or from the same
-`AIRFLOW_CONN_AUTOMAIL_SMTP` variable. No credential is ever written in code.
+Settings come from an Airflow connection of type smtp (default `automail_smtp`; a shop
+may name its own relay, `shops.smtp_conn_id`). They are read the way the Airflow SMTP
+provider reads them: Airflow's own `Connection` parses the URI/JSON (env variable
+`AIRFLOW_CONN_<ID>`, secrets backend or metadata DB) and `SmtpHook`'s properties give
+host, port, login, password, `disable_ssl`, `disable_tls`, `timeout`, `ssl_context`.
+Our extras on top: `ca_file` (a private relay's CA, PEM), `connections` (SMTP
+connections one batch opens, default 4) and `max_connections` (the relay's limit for all
+batches at once, default 16). No credential is ever written in code.
+
+TLS is verified: implicit TLS and STARTTLS check the certificate and host name against
+the system CAs or `ca_file`; only the provider's explicit `ssl_context: none` turns that
+off. A TLS or AUTH failure is `SmtpUnavailable` naming the connection: the batch's mails
+fail temporarily and, after the normal retries, end in error. Never a plaintext fallback.
 
 `SmtpSession` runs MAIL/RCPT/DATA itself (not `sendmail`) so that it knows where a
-failure happened: a dropped connection before DATA is safely retried once on a new
-connection; a drop after the message was handed over is reported `in_doubt`,
-because the server may have accepted it (never resent blindly).
+failure happened: a dropped connection before the message is handed over is safely
+retried once on a new connection; a drop after is reported `in_doubt`, because the
+server may have accepted it (never resent blindly). When the server offers PIPELINING
+(RFC 2920) the envelope and DATA go out in one write: two round trips per mail.
 """
 
 from __future__ import annotations
 
-import json
+import logging
 import os
 import smtplib
 import ssl
+import sys
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote, urlsplit
+from typing import Any
 
 from automail.addresses import AddressError, wire_address
+from automail.models import DEFAULT_RELAY
 from automail.sending.retry import find_enhanced
 
-CONN_ID = "automail_smtp"
+CONN_ID = DEFAULT_RELAY
 ENV_VAR = "AIRFLOW_CONN_AUTOMAIL_SMTP"
+DEFAULT_CONNECTIONS = 4  # per batch
+DEFAULT_MAX_CONNECTIONS = 16  # per relay, all batches together
 
 
-def _flag(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+def _logs_off_stdout() -> None:
+    """Importing Airflow points the root logger at stdout; outside a task (the CLI, whose
+    stdout is its JSON output) logs belong on stderr."""
+    err = sys.__stderr__  # the process's own, not a replaceable wrapper (pytest's capture)
+    for handler in logging.root.handlers:
+        if type(handler) is logging.StreamHandler and handler.stream is not err:
+            handler.setStream(err)
+
+
+def env_var(conn_id: str) -> str:
+    return f"AIRFLOW_CONN_{conn_id.upper()}"
+
+
+class RelayConfigError(ValueError):
+    """A relay connection's settings are unusable; the message names the connection."""
+
+
+def _positive_int(conn_id: str, extra: dict, key: str, default: int) -> int:
+    raw = extra.get(key, default)
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not text.isdigit() or int(text) < 1:
+        raise RelayConfigError(
+            f"SMTP connection {conn_id!r}: extra {key}={raw!r} must be a whole number >= 1"
+        )
+    return int(text)
+
+
+def _strict_flag(conn_id: str, extra: dict, key: str) -> None:
+    """The provider reads flags with bool(): the string "false" would mean *true*.
+    Refuse such a value instead of reading it differently from the provider."""
+    raw = extra.get(key)
+    if isinstance(raw, str) and raw.strip().lower() not in ("true", "1", "yes", "on"):
+        raise RelayConfigError(
+            f"SMTP connection {conn_id!r}: extra {key}={raw!r} is ambiguous (the SMTP "
+            f"provider treats any non-empty text as true); remove it or use a JSON boolean"
+        )
 
 
 @dataclass(frozen=True)
@@ -43,75 +90,129 @@ class SmtpConfig:
     use_ssl: bool = False
     use_starttls: bool = False
     timeout: float = 30.0
+    name: str = CONN_ID  # the Airflow connection id, named in every error
+    verify: bool = True  # check the relay's certificate and host name
+    ca_file: str | None = None
+    connections: int = 1  # per batch; Airflow connections default to DEFAULT_CONNECTIONS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
     @classmethod
-    def from_fields(
-        cls,
-        host: str | None,
-        port: int | None,
-        login: str | None,
-        password: str | None,
-        extra: dict | None,
-    ) -> SmtpConfig:
-        extra = extra or {}
-        use_ssl = not _flag(extra.get("disable_ssl", False))
-        return cls(
-            host=host or "localhost",
-            port=int(port or (465 if use_ssl else 25)),
-            login=login or None,
-            password=password or None,
-            use_ssl=use_ssl,
-            use_starttls=not use_ssl and not _flag(extra.get("disable_tls", False)),
-            timeout=float(extra.get("timeout", 30)),
-        )
+    def from_connection(cls, conn: Any) -> SmtpConfig:
+        """From an Airflow `Connection`, through `SmtpHook`'s own reading of it."""
+        from airflow.providers.smtp.hooks.smtp import SmtpHook
 
-    @classmethod
-    def from_uri_or_json(cls, value: str) -> SmtpConfig:
-        """Parse an `AIRFLOW_CONN_*` value: a URI or Airflow's JSON connection form."""
-        value = value.strip()
-        if value.startswith("{"):
-            data = json.loads(value)
-            extra = data.get("extra") or {}
-            if isinstance(extra, str):
-                extra = json.loads(extra)
-            return cls.from_fields(
-                data.get("host"), data.get("port"), data.get("login"), data.get("password"), extra
+        conn_id = conn.conn_id or CONN_ID
+        hook = SmtpHook(smtp_conn_id=conn_id)
+        hook.smtp_connection = conn
+        extra = conn.extra_dejson
+        for key in ("disable_ssl", "disable_tls"):
+            _strict_flag(conn_id, extra, key)
+        if hook.ssl_context not in (None, "default", "none"):
+            raise RelayConfigError(
+                f"SMTP connection {conn_id!r}: extra ssl_context={hook.ssl_context!r} must be "
+                "'default' or 'none' (as in the SMTP provider)"
             )
-        parts = urlsplit(value)
-        return cls.from_fields(
-            unquote(parts.hostname or ""),
-            parts.port,
-            unquote(parts.username) if parts.username else None,
-            unquote(parts.password) if parts.password else None,
-            dict(parse_qsl(parts.query)),
+        ca_file = extra.get("ca_file") or None
+        if ca_file is not None and not os.path.isfile(ca_file):
+            raise RelayConfigError(f"SMTP connection {conn_id!r}: ca_file {ca_file!r} not found")
+        if not hook.host:
+            raise RelayConfigError(f"SMTP connection {conn_id!r}: no host")
+        use_ssl = hook.use_ssl
+        return cls(
+            host=hook.host,
+            port=int(conn.port or (465 if use_ssl else 25)),
+            login=hook.smtp_user or None,
+            password=hook.smtp_password or None,
+            use_ssl=use_ssl,
+            use_starttls=not use_ssl and hook.smtp_starttls,
+            timeout=float(hook.timeout),
+            name=conn_id,
+            verify=hook.ssl_context != "none",
+            ca_file=ca_file,
+            connections=_positive_int(conn_id, extra, "connections", DEFAULT_CONNECTIONS),
+            max_connections=_positive_int(
+                conn_id, extra, "max_connections", DEFAULT_MAX_CONNECTIONS
+            ),
         )
 
     @classmethod
-    def from_env(cls, var: str = ENV_VAR) -> SmtpConfig:
-        value = os.environ.get(var)
+    def from_uri_or_json(cls, value: str, conn_id: str = CONN_ID) -> SmtpConfig:
+        """An `AIRFLOW_CONN_*` value (URI or JSON), parsed by Airflow's `Connection`."""
+        from airflow.sdk import Connection
+
+        _logs_off_stdout()
+        value = value.strip()
+        try:
+            if value.startswith("{"):
+                conn = Connection.from_json(value, conn_id=conn_id)
+            else:
+                conn = Connection.from_uri(value, conn_id=conn_id)
+        except Exception as exc:  # Airflow raises several types for a malformed value
+            raise RelayConfigError(
+                f"SMTP connection {conn_id!r}: cannot parse {env_var(conn_id)}: {exc}"
+            ) from exc
+        return cls.from_connection(conn)
+
+    @classmethod
+    def from_env(cls, conn_id: str = CONN_ID) -> SmtpConfig:
+        value = os.environ.get(env_var(conn_id))
         if not value:
-            raise LookupError(f"SMTP settings: environment variable {var} is not set")
-        return cls.from_uri_or_json(value)
+            raise LookupError(f"SMTP settings: environment variable {env_var(conn_id)} is not set")
+        return cls.from_uri_or_json(value, conn_id)
 
     @classmethod
     def from_airflow(cls, conn_id: str = CONN_ID) -> SmtpConfig:
         """Inside an Airflow task: the connection from env, secrets backend or metadata DB."""
         from airflow.sdk import BaseHook
 
-        conn = BaseHook.get_connection(conn_id)
-        return cls.from_fields(conn.host, conn.port, conn.login, conn.password, conn.extra_dejson)
+        return cls.from_connection(BaseHook.get_connection(conn_id))
 
     @classmethod
-    def resolve(cls) -> SmtpConfig:
+    def resolve(cls, conn_id: str = CONN_ID) -> SmtpConfig:
         """For the CLI/UI: the env variable, else the Airflow connection."""
-        if os.environ.get(ENV_VAR):
-            return cls.from_env()
+        if os.environ.get(env_var(conn_id)):
+            return cls.from_env(conn_id)
         try:
-            return cls.from_airflow()
+            return cls.from_airflow(conn_id)
+        except RelayConfigError:
+            raise
         except Exception as exc:
             raise LookupError(
-                f"no SMTP settings: set {ENV_VAR} or the Airflow connection {CONN_ID!r} ({exc})"
+                f"no SMTP settings: set {env_var(conn_id)} or the Airflow connection "
+                f"{conn_id!r} ({exc})"
             ) from exc
+
+    def tls_context(self) -> ssl.SSLContext:
+        if not self.verify:  # the provider's `ssl_context: none`
+            return ssl._create_unverified_context()  # noqa: S323, SLF001
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+@dataclass
+class RelayConfigs:
+    """SmtpConfig per relay, read once per process. `fixed` sends every relay's mail to
+    one server (tests, the demo's local sink); otherwise `read` (the Airflow connection
+    inside a task, the env variable or connection outside)."""
+
+    fixed: SmtpConfig | None = None
+    read: Callable[[str], SmtpConfig] = SmtpConfig.resolve
+    _cache: dict[str, SmtpConfig] = field(default_factory=dict)
+
+    def __call__(self, conn_id: str) -> SmtpConfig:
+        if self.fixed is not None:
+            return self.fixed
+        if conn_id not in self._cache:
+            self._cache[conn_id] = self.read(conn_id)
+        return self._cache[conn_id]
+
+
+Relays = SmtpConfig | RelayConfigs  # one server for every relay, or each its own
+
+
+def as_relays(smtp: Relays | None) -> RelayConfigs:
+    if isinstance(smtp, RelayConfigs):
+        return smtp
+    return RelayConfigs(fixed=smtp)
 
 
 @dataclass(frozen=True)
@@ -145,31 +246,38 @@ def _result(code: int, reply: bytes | str, stage: str) -> SmtpResult:
 class SmtpSession:
     """One SMTP connection reused for a batch; reconnects once when it was dropped."""
 
-    def __init__(self, config: SmtpConfig) -> None:
+    def __init__(self, config: SmtpConfig, per_session: Mapping[str, int] | None = None) -> None:
         self.config = config
         self.client: smtplib.SMTP | None = None
+        self.pipelining = False
+        self.per_session = per_session or {}  # recipients per connection, by domain
+        self.domain_counts: Counter[str] = Counter()
 
     def connect(self) -> None:
         cfg = self.config
         try:
             if cfg.use_ssl:
                 client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    cfg.host, cfg.port, timeout=cfg.timeout, context=ssl.create_default_context()
+                    cfg.host, cfg.port, timeout=cfg.timeout, context=cfg.tls_context()
                 )
             else:
                 client = smtplib.SMTP(cfg.host, cfg.port, timeout=cfg.timeout)
             client.ehlo()
             if cfg.use_starttls:
-                client.starttls(context=ssl.create_default_context())
+                client.starttls(context=cfg.tls_context())
                 client.ehlo()
             if cfg.login:
                 client.login(cfg.login, cfg.password or "")
         except (OSError, smtplib.SMTPException) as exc:
             self.client = None
+            stage = _failed_stage(exc)
             raise SmtpUnavailable(
-                f"cannot use SMTP server {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}"
+                f"SMTP connection {cfg.name!r} ({cfg.host}:{cfg.port}): {stage} failed: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         self.client = client
+        self.pipelining = client.has_extn("pipelining")
+        self.domain_counts.clear()
 
     def close(self) -> None:
         if self.client is not None:
@@ -193,11 +301,17 @@ class SmtpSession:
         data: bytes,
     ) -> SmtpResult:
         """One SMTP transaction. Raises SmtpUnavailable when no connection can be had."""
+        domain = to_address.rpartition("@")[2].lower()
+        limit = self.per_session.get(domain)
+        if limit and self.client is not None and self.domain_counts[domain] >= limit:
+            self.close()  # e.g. docomo: at most 100 recipients per SMTP session
         for reconnected in (False, True):
             if self.client is None:
                 self.connect()
             try:
-                return self._transaction(envelope_from, to_address, bcc, data)
+                result = self._transaction(envelope_from, to_address, bcc, data)
+                self.domain_counts[domain] += 1
+                return result
             except _DroppedBeforeData as exc:
                 self.client = None
                 if reconnected:
@@ -217,32 +331,38 @@ class SmtpSession:
             sender, to = _wire("envelope sender", sender), _wire("recipient", to)
         except AddressError as exc:
             return SmtpResult("refused", None, None, str(exc))
+        refused: dict[str, str] = {}
+        bcc_wire: dict[str, str] = {}  # wire form -> the address as stored
+        for address in bcc:
+            try:
+                bcc_wire[_wire("bcc", address)] = address
+            except AddressError as exc:
+                refused[address] = str(exc)
+        rcpts = [to, *bcc_wire]
         try:
-            code, reply = _command(client, "mail", "FROM", sender)
-            if code != 250:
-                self._rset()
-                return _result(code, reply, "MAIL FROM")
-            code, reply = _command(client, "rcpt", "TO", to)
-            if code not in (250, 251):
-                self._rset()
-                return _result(code, reply, "RCPT TO")
-            refused = {}
-            for address in bcc:
-                try:
-                    wire = _wire("bcc", address)
-                except AddressError as exc:
-                    refused[address] = str(exc)
-                    continue
-                bcode, breply = _command(client, "rcpt", "TO", wire)
-                if bcode not in (250, 251):
-                    refused[address] = f"{bcode} {_text(breply)}"
-            client.putcmd("data")
-            code, reply = client.getreply()
-            if code != 354:
-                self._rset()
-                return _result(code, reply, "DATA")
+            if self.pipelining:
+                replies = _pipelined(client, sender, rcpts)
+            else:
+                replies = _one_by_one(client, sender, rcpts)
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
             raise _DroppedBeforeData(f"{type(exc).__name__}: {exc}") from exc
+        (mail_code, mail_reply), *rcpt_replies, (data_code, data_reply) = replies
+        failure = None
+        if mail_code != 250:
+            failure = _result(mail_code, mail_reply, "MAIL FROM")
+        elif rcpt_replies[0][0] not in (250, 251):
+            failure = _result(*rcpt_replies[0], "RCPT TO")
+        elif data_code != 354:
+            failure = _result(data_code, data_reply, "DATA")
+        if failure is not None:
+            if data_code == 354:  # a server that took DATA anyway: abandon the connection
+                self._drop()
+            else:
+                self._rset()
+            return failure
+        for wire, (code, reply) in zip(rcpts[1:], rcpt_replies[1:], strict=True):
+            if code not in (250, 251):
+                refused[bcc_wire[wire]] = f"{code} {_text(reply)}"
         # From here the server may have the message: a failure is in doubt, not retried.
         try:
             payload = smtplib._quote_periods(data)  # noqa: SLF001 (same quoting as smtplib.data)
@@ -251,8 +371,7 @@ class SmtpSession:
             client.send(payload + b".\r\n")
             code, reply = client.getreply()
         except (OSError, smtplib.SMTPServerDisconnected) as exc:
-            self.client = None
-            client.close()
+            self._drop()
             return SmtpResult(
                 "in_doubt", None, None, f"connection lost after the message was sent: {exc}"
             )
@@ -260,6 +379,11 @@ class SmtpSession:
         if refused:
             result = SmtpResult(result.outcome, result.code, result.enhanced, result.text, refused)
         return result
+
+    def _drop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
 
     def _rset(self) -> None:
         try:
@@ -280,6 +404,39 @@ def _wire(role: str, address: str) -> str:
         return wire_address(address)
     except AddressError as exc:
         raise AddressError(address, f"({role}) {exc.problem}") from None
+
+
+def _failed_stage(exc: BaseException) -> str:
+    """Which step of opening a connection failed, for the operator's message."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return "AUTH (login refused)"
+    if isinstance(exc, ssl.SSLError | smtplib.SMTPNotSupportedError):
+        return "TLS"
+    if isinstance(exc, smtplib.SMTPException):
+        return "SMTP greeting/EHLO"
+    return "connect"
+
+
+def _pipelined(client: smtplib.SMTP, sender: str, rcpts: list[str]) -> list[tuple[int, bytes]]:
+    """RFC 2920: MAIL, every RCPT and DATA in one write, then their replies in order."""
+    lines = [f"MAIL FROM:<{sender}>", *(f"RCPT TO:<{a}>" for a in rcpts), "DATA"]
+    client.send("".join(line + "\r\n" for line in lines))
+    return [client.getreply() for _ in lines]
+
+
+def _one_by_one(client: smtplib.SMTP, sender: str, rcpts: list[str]) -> list[tuple[int, bytes]]:
+    """Without PIPELINING: stop at the first refusal the transaction cannot survive; the
+    replies not asked for read as 503 so the caller sees one shape either way."""
+    skipped = (503, b"not sent")
+    mail = _command(client, "mail", "FROM", sender)
+    if mail[0] != 250:
+        return [mail, *[skipped] * len(rcpts), skipped]
+    replies = [mail, _command(client, "rcpt", "TO", rcpts[0])]
+    if replies[1][0] not in (250, 251):
+        return [*replies, *[skipped] * (len(rcpts) - 1), skipped]
+    replies += [_command(client, "rcpt", "TO", a) for a in rcpts[1:]]
+    client.putcmd("data")
+    return [*replies, client.getreply()]
 
 
 def _command(client: smtplib.SMTP, verb: str, keyword: str, address: str) -> tuple[int, bytes]:

@@ -1,7 +1,10 @@
-"""The one way sending code changes a mail's status: update the row + write a MailEvent.
+"""The one way any code changes a mail's status: update the row + write a MailEvent.
 
+Sending, staff actions (management/actions.py) and campaign stops all go through here.
 Core statements (no ORM unit of work) because the batch sender calls this once per
-mail; the bulk form serves cap holds, lease recovery and releases.
+mail; the bulk form serves cap holds, lease recovery, releases and staff actions. The
+PostgreSQL fast path of the batch sender (batch.PG_SENT_SQL) writes the same rows for
+its common "sent" outcome in one statement; a test holds the two to the same events.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ class SendSummary:
     skipped: int = 0  # claim lost (released/reclaimed) before sending
     held_cap: int = 0  # B7: held because the run reached the cap
     deferred_rate: int = 0  # over a domain's rate: left for the next run
+    deferred_cap: int = 0  # newsletter/step mails over the cap: left for the next run
+    deferred_backoff: int = 0  # their domain answered 4xx: given back unattempted, wait
     leases_released: int = 0  # lapsed leases put back in the queue
     recovered_in_doubt: int = 0  # lapsed leases with an in_flight attempt: held
     notices: int = 0  # notice mails created (cap, pending)
