@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
 from automail.addresses import check_address, split_address_list
-from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
+from automail.bounce_links import MailSigner
+from automail.mime import HeaderCache, MailBuildError, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
@@ -140,6 +141,7 @@ class BatchSender:
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
+        self.signer = MailSigner.load()  # signed return paths and Message-IDs; no key: stop
 
     def shop(self, shop_id: int) -> Shop:
         if shop_id not in self.shops:
@@ -428,7 +430,7 @@ class BatchSender:
                 refused.append((mail, None, result, now, {}))
                 continue
             shop = self.shop(mail.shop_id)
-            message_id = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
+            message_id = mail.message_id or self.signer.message_id(mail, shop.code)
             mail.message_id = message_id
             reason = check_address(mail.to_address) if shop.address_check else None
             address_reason = reason
@@ -472,7 +474,7 @@ class BatchSender:
             if self.unavailable is None:
                 try:
                     result = conn.send(
-                        mail.return_path or mail.from_address,
+                        self.signer.envelope_sender(mail),
                         mail.to_address.strip(),
                         split_address_list(mail.bcc),
                         data,
