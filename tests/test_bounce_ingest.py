@@ -7,16 +7,20 @@ import csv
 from collections import Counter
 from datetime import UTC, datetime
 
+import pytest
 from bounce_helpers import FIXTURES, bare_bounce, dsn, new_mail, send
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from automail.bounce_links import MailSigner
 from automail.bounces.ingest import ingest_message, ingest_raw
+from automail.cli import main
 from automail.db import session_factory
 from automail.management.detail import get_detail
 from automail.models import Bounce, Customer, Mail, MailEvent
 from automail.sample_data import make_customer, make_shop
+from automail.sending import SmtpConfig, run_send_cycle
+from automail.signing import MissingSecretKey
 from automail.smtp_sink import SmtpSink
 
 SOFT = "452 4.2.2 <{r}>: Mailbox full"
@@ -398,3 +402,72 @@ def test_the_whole_fixture_corpus_is_recorded_once_per_recipient(
     assert {(r.source, r.recipient, r.outcome) for r in rows} == {
         (row["file"], row["recipient"], row["outcome"]) for row in expected
     }
+
+
+def test_issue12_forged_bounces_change_nothing_and_are_listed_as_not_applied(
+    engine: Engine,
+    session: Session,
+    smtp_sink: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 12 item 1 as filed: X-Automail-Id with no recipient, a Message-ID of any
+    domain, a DSN naming only the victim. Each is recorded and shown, none applies; the
+    real bounce, to the mail's signed return path, still does."""
+    shop, customer = _setup(session)
+    mail_id, data = _sent_mail(engine, session, smtp_sink, shop, customer)
+    forged = [
+        f"From: MAILER-DAEMON@evil.example\r\nTo: {shop.return_path}\r\n"
+        "Subject: Undelivered Mail\r\n\r\n"
+        f"550 5.1.1 user unknown\r\n\r\nX-Automail-Id: {mail_id}\r\n".encode(),
+        dsn(
+            f"Message-ID: <automail.{mail_id}.x@evil.example>\r\n\r\n".encode(),
+            customer.email,
+            to=shop.return_path,
+        ),
+        dsn(b"", customer.email, to=shop.return_path),
+    ]
+    for raw in forged:
+        summary = _ingest(engine, raw, "forged")
+        assert (summary.ingested, summary.applied) == (1, 0)
+
+    _fresh(session)
+    c = session.get(Customer, customer.id)
+    assert (c.address_cleaned, c.address_valid, c.consecutive_failures) == (False, True, 0)
+    assert session.get(Mail, mail_id).bounce_outcome is None
+    rows = session.scalars(select(Bounce).order_by(Bounce.id)).all()
+    assert [(r.mail_id, r.trust, r.effect) for r in rows] == [
+        (mail_id, "unsigned", "untrusted"),
+        (mail_id, "unsigned", "untrusted"),
+        (mail_id, "unsigned", "untrusted"),
+    ]
+    assert [r.matched_by for r in rows] == ["x-automail-id", "message-id", "recipient"]
+    session.commit()
+    assert main(["bounces", "list", "--mail", str(mail_id)]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("recorded, not applied: unsigned") == 3
+    assert main(["mails", "show", str(mail_id)]) == 0
+    assert "unsigned: recorded, not applied: unsigned" in capsys.readouterr().out
+
+    real = _ingest(engine, dsn(data, customer.email))  # to the Return-Path the sink recorded
+
+    assert real.applied == 1
+    _fresh(session)
+    assert session.get(Customer, customer.id).address_cleaned is True
+
+
+def test_sending_without_a_signing_key_claims_and_sends_nothing(
+    engine: Engine, session: Session, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop, customer = _setup(session)
+    mail = new_mail(session, shop, customer.email, customer.id)
+    session.commit()
+    monkeypatch.delenv("AUTOMAIL_SECRET_KEY")
+
+    with pytest.raises(MissingSecretKey, match="AUTOMAIL_SECRET_KEY"):
+        send(engine, smtp_sink, mail.id)
+    with pytest.raises(MissingSecretKey, match="AUTOMAIL_SECRET_KEY"):
+        run_send_cycle(session_factory(engine), SmtpConfig(port=smtp_sink.port), "no-key")
+
+    _fresh(session)
+    m = session.get(Mail, mail.id)
+    assert (m.status, m.claimed_by, m.message_id, smtp_sink.messages) == ("unsent", None, None, [])

@@ -277,6 +277,7 @@ def send(
     If step 2 fails, every mail keeps a status an operator can see and act on.
     """
     from automail.sending import SendingStopped, SmtpConfig, send_now
+    from automail.signing import MissingSecretKey, secret_key
 
     if action not in SEND_ACTIONS:
         raise ActionError(f"action: {action!r} is not one of {', '.join(SEND_ACTIONS)}")
@@ -294,6 +295,10 @@ def send(
         # SMTP settings before touching any mail: a missing connection is a clear error,
         # not mails left claimed until their lease lapses.
         smtp = smtp or SmtpConfig.resolve()
+        try:  # likewise the signing key every sent mail carries (automail.bounce_links)
+            secret_key()
+        except MissingSecretKey as exc:
+            raise ActionError(f"{action}: {exc}; nothing was sent") from None
         take_write_lock(session)
         for chunk in _chunks(id_list):
             vetted = _vet(session, chunk, action, now, result)

@@ -19,6 +19,7 @@ from automail.sending.claim import _set_claim, claim_for_run, claim_ids, recover
 from automail.sending.notices import cap_notices, pending_notices
 from automail.sending.smtp import SmtpConfig
 from automail.sending.summary import SendSummary
+from automail.signing import secret_key
 
 # Keep the number of mapped tasks far below Airflow's max_map_length (1024).
 MAX_BATCHES = 200
@@ -68,6 +69,7 @@ def plan_run(
         if settings.get(session, "mail_server_stopped"):
             s.stopped = True
             return plan
+        secret_key()  # every mail is signed (bounce_links): no key, nothing is claimed
         cap = settings.get(session, "send_cap_per_run")
         lease = settings.get(session, "lease_seconds")
         max_retries = settings.get(session, "max_retries")
@@ -133,6 +135,7 @@ def send_now(
     with session_factory() as session:
         if settings.get(session, "mail_server_stopped"):
             raise SendingStopped("the mail server is marked stopped (setting mail_server_stopped)")
+        secret_key()  # every mail is signed (bounce_links): no key, nothing is claimed
         lease = settings.get(session, "lease_seconds")
         session.commit()  # SQLite: lock steps start fresh transactions (see plan_run)
         recover_leases(session, now_, actor)
