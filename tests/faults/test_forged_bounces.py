@@ -13,7 +13,7 @@ change a mail or an address (automail.bounce_links, automail.bounces.ingest).
   corpus, delivered to the signed return path of a mail really sent to their recipient
   (as the bounce mailbox's MTA would, with Delivered-To), are applied.
 
-Knob: FAULTS_FORGED_VICTIMS (default 40 mails; 27 shapes each).
+Knob: FAULTS_FORGED_VICTIMS (default 40 mails; 28 shapes each).
 """
 
 from __future__ import annotations
@@ -166,6 +166,13 @@ def _forgeries(
         ),
         ("hard soft mix: soft unsigned", dsn(_returned(predictable, addr), addr, "4.2.2", SOFT)),
         ("wrong token uppercase", bare_bounce(addr, f"{local}+{vid}-{wrong.upper()}@{domain}")),
+        (
+            "hundreds of wrong verp claims",
+            bare_bounce(
+                addr,
+                ", ".join(f"{local}+{vid}-{secrets.token_hex(10)}@{domain}" for _ in range(300)),
+            ),
+        ),
     ]
     return shapes
 

@@ -70,6 +70,7 @@ ACTOR = "automail_bounces"
 SIGNED, UNSIGNED, BAD_SIGNATURE = "signed", "unsigned", "bad_signature"
 FAILURES = ("hard", "soft")
 STREAK_WINDOW = 50  # newest sent mails looked at when counting failures in a row
+MAX_CLAIMS = 16  # a real bounce has 1–3; a hostile one may not make us check thousands
 
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 log = logging.getLogger(__name__)
@@ -143,7 +144,7 @@ def claims_of(parsed: ParsedBounce, raw: bytes) -> list[Claim]:
     found.extend(verp_claims(parsed.original_headers.get("return-path", "")))
     if (claim := message_id_claim(parsed.original_message_id)) is not None:
         found.append(claim)
-    return found
+    return found[:MAX_CLAIMS]
 
 
 def _by_recipient(session: Session, candidates: list[str], now: datetime, days: int) -> Mail | None:
