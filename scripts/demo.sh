@@ -60,6 +60,13 @@ if dag_exists automail_send; then
   automail report --sink "$SINK"
 fi
 
+if dag_exists automail_send && has bounces; then
+  step "3b. Bounces: a DSN to a mail's signed return path is applied, forged ones are not"
+  python scripts/demo-bounces.py "$SINK" "$DEMO/bounces"
+  automail bounces ingest --dir "$DEMO/bounces" >"$LOGS/bounces-ingest.log"
+  automail bounces list --limit 3
+fi
+
 if dag_exists automail_campaigns && has campaigns; then
   step "4. A newsletter and a step sequence"
   bash scripts/demo-campaigns.sh "$LOGS"

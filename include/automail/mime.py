@@ -15,8 +15,9 @@
   ISO-2022-JP is deliberately not offered: every current Japanese mobile carrier
   (docomo, au, SoftBank, and the MVNOs on them) accepts UTF-8, and ISO-2022-JP cannot
   carry many characters customers use in names (e.g. 髙, 﨑, emoji).
-- A stable Message-ID derived from the mail id plus `X-Automail-Id` let bounces and
-  the sink match a message to its mail, and let a retry be recognised as the same mail.
+- A stable Message-ID derived from the mail id plus `X-Automail-Id` let the sink match
+  a message to its mail, and let a retry be recognised as the same mail; only the
+  Message-ID's signed token (automail.bounce_links) lets a bounce change anything.
 """
 
 from __future__ import annotations
@@ -167,10 +168,16 @@ def _wire(field: str, value: str, address: str) -> str:
 
 
 def message_id_for(
-    mail_id: int, from_address: str, shop_code: str | None = None, resend: int = 0
+    mail_id: int,
+    from_address: str,
+    shop_code: str | None = None,
+    resend: int = 0,
+    token: str | None = None,
 ) -> str:
-    """`<automail.{mail_id}[.{shop}][.r{n}]@{from domain}>`: stable across retries."""
-    parts = ["automail", str(mail_id)]
+    """`<automail.{mail_id}[-{token}][.{shop}][.r{n}]@{from domain}>`: stable across
+    retries. The sender passes the mail's signed token (automail.bounce_links), which is
+    what lets a bounce quoting this Message-ID change anything."""
+    parts = ["automail", f"{mail_id}-{token}" if token else str(mail_id)]
     if shop_code:
         parts.append("".join(c for c in shop_code if c.isalnum() or c in "-_"))
     if resend:

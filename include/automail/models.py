@@ -528,9 +528,12 @@ class Bounce(Base):
     mail_id: Mapped[int | None] = mapped_column(ForeignKey("mails.id"))
     # 0005: x-automail-id | message-id | verp | recipient (last resort) | NULL (unmatched)
     matched_by: Mapped[str | None] = mapped_column(String(16))
-    # 0005: applied | recorded | ignored | other_recipient (see automail.bounces.ingest)
+    # 0005: applied | recorded | ignored | other_recipient (see automail.bounces.ingest);
+    # 0007: untrusted | no_recipient (recorded, not applied)
     effect: Mapped[str | None] = mapped_column(String(16))
     original_message_id: Mapped[str | None] = mapped_column(String(255))
+    # 0007: signed | unsigned | bad_signature; NULL: no link, or recorded before 0007
+    trust: Mapped[str | None] = mapped_column(String(16))
 
 
 # 0005 (bounces): a mail's bounces, the newest first, by recipient (addresses show).

@@ -234,7 +234,8 @@ def seed_demo(
         raise ValueError("seed-demo: the store already has shops; use a fresh store (make clean)")
     n_customers = n_orders = n_shipments = n_bad = 0
     for code, name in DEMO_SHOPS:
-        shop = make_shop(session, code, name)
+        # Bounces come back to a per-mail signed return path (automail.bounce_links).
+        shop = make_shop(session, code, name, return_path=f"bounces@{code}.example.jp")
         rows = []
         for i in range(customers_per_shop):
             f, g = rng.randrange(len(FAMILY)), rng.randrange(len(GIVEN))

@@ -1,8 +1,10 @@
 """A real SMTP server on loopback (aiosmtpd) that captures what was really sent.
 
-Used by the demo, the tests and the benchmarks. It can be told to refuse some
-recipients permanently (550 5.1.1) or to fail the next N transactions temporarily
-(451), so retry and bounce paths are exercised against a real protocol peer.
+Used by the demo, the tests and the benchmarks. Each captured message starts with a
+`Return-Path:` header holding the envelope sender, as a delivering MTA writes it. It
+can be told to refuse some recipients permanently (550 5.1.1) or to fail the next N
+transactions temporarily (451), so retry and bounce paths are exercised against a real
+protocol peer.
 """
 
 from __future__ import annotations
@@ -55,11 +57,14 @@ class SinkHandler:
             if self.temp_failures > 0:
                 self.temp_failures -= 1
                 return "451 4.3.0 Temporary failure, try again later"
-            captured = Captured(envelope.mail_from, list(envelope.rcpt_tos), envelope.content)
+            # The envelope sender as a delivering MTA records it, so a test or the demo
+            # can bounce a captured message to its real (signed) return path.
+            data = f"Return-Path: <{envelope.mail_from}>\r\n".encode() + envelope.content
+            captured = Captured(envelope.mail_from, list(envelope.rcpt_tos), data)
             self.messages.append(captured)
             n = len(self.messages)
         if self.out_dir is not None:
-            (self.out_dir / f"{time.time_ns()}-{n:06d}.eml").write_bytes(envelope.content)
+            (self.out_dir / f"{time.time_ns()}-{n:06d}.eml").write_bytes(data)
         return "250 2.0.0 Message accepted"
 
     def message_id_counts(self) -> Counter[str]:

@@ -1,17 +1,15 @@
 """Signed unsubscribe links (C10, RFC 8058 one-click).
 
-A token is `v1.<shop_id>.<customer_id>.<hmac>`; the HMAC-SHA256 (key from env
-`AUTOMAIL_SECRET_KEY` or the Airflow Variable `automail_secret_key`) covers the
-version, shop and customer, so a token cannot be guessed or edited to reach another
+A token is `v1.<shop_id>.<customer_id>.<hmac>`; the HMAC-SHA256 (automail.signing:
+key from env `AUTOMAIL_SECRET_KEY` or the Airflow Variable `automail_secret_key`) covers
+the version, shop and customer, so a token cannot be guessed or edited to reach another
 customer. There is no built-in fallback key: without one, newsletters are refused.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-import os
 from datetime import UTC, datetime
 from urllib.parse import quote
 
@@ -19,19 +17,13 @@ from sqlalchemy.orm import Session
 
 from automail import settings
 from automail.models import Customer
+from automail.signing import ENV_KEY as ENV_KEY  # re-exported: the key's names live there
+from automail.signing import VARIABLE_KEY as VARIABLE_KEY
+from automail.signing import MissingSecretKey as MissingSecretKey
+from automail.signing import mac, secret_key
 
-ENV_KEY = "AUTOMAIL_SECRET_KEY"
-VARIABLE_KEY = "automail_secret_key"
 URL_PATH = "/automail-public/unsubscribe"
 VERSION = "v1"
-
-
-class MissingSecretKey(RuntimeError):
-    def __init__(self) -> None:
-        super().__init__(
-            f"no unsubscribe signing key: set env {ENV_KEY} or the Airflow Variable "
-            f"{VARIABLE_KEY!r} (newsletters cannot carry a safe unsubscribe link without it)"
-        )
 
 
 class BadToken(ValueError):
@@ -42,23 +34,8 @@ class BadToken(ValueError):
         self.status_code = status_code
 
 
-def secret_key() -> bytes:
-    key = os.environ.get(ENV_KEY)
-    if not key and ("AIRFLOW_HOME" in os.environ or "AIRFLOW__CORE__DAGS_FOLDER" in os.environ):
-        try:
-            from airflow.sdk import Variable
-
-            key = Variable.get(VARIABLE_KEY, default=None)
-        except Exception:  # no Airflow context / metadata DB: treated as "no key"
-            key = None
-    if not key or len(key) < 12:  # a real key is long and random; 12 catches typos
-        raise MissingSecretKey()
-    return key.encode()
-
-
 def _sign(payload: str, key: bytes) -> str:
-    digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    return base64.urlsafe_b64encode(mac(key, payload)).rstrip(b"=").decode()
 
 
 def make_token(shop_id: int, customer_id: int, key: bytes | None = None) -> str:

@@ -264,6 +264,7 @@ def send(
     """
     from automail.sending import SendingStopped, send_now
     from automail.sending.smtp import RelayConfigs
+    from automail.signing import MissingSecretKey, secret_key
 
     if action not in SEND_ACTIONS:
         raise ActionError(f"action: {action!r} is not one of {', '.join(SEND_ACTIONS)}")
@@ -281,6 +282,10 @@ def send(
         # Each shop's relay settings are read when its batch goes; one that cannot be
         # read gives its claims back at once and names the relay in the refusals.
         smtp = smtp or RelayConfigs()
+        try:  # likewise the signing key every sent mail carries (automail.bounce_links)
+            secret_key()
+        except MissingSecretKey as exc:
+            raise ActionError(f"{action}: {exc}; nothing was sent") from None
         take_write_lock(session)
         for chunk in _chunks(id_list):
             vetted = _vet(session, chunk, action, now, result)

@@ -11,7 +11,7 @@ from email.headerregistry import Address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automail.bounces.ingest import bounces_of
+from automail.bounces.ingest import bounces_of, effect_text
 from automail.models import Mail, MailEvent, SendAttempt, Shop
 from automail.states import ACTION_FROM, KIND_LABELS, ROW_ACTION_LABEL
 
@@ -57,6 +57,11 @@ class BounceRow:
     diagnostic: str | None
     matched_by: str | None
     effect: str | None
+    trust: str | None = None  # signed | unsigned | bad_signature (bounces.ingest)
+
+    @property
+    def effect_text(self) -> str:
+        return effect_text(self.effect, self.trust)
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,7 @@ def get_detail(session: Session, mail_id: int) -> MailDetail:
                 b.diagnostic,
                 b.matched_by,
                 b.effect,
+                b.trust,
             )
             for b in bounces_of(session, mail_id)
         ],

@@ -36,7 +36,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
 from automail.addresses import check_address, domain_of, split_address_list
-from automail.mime import HeaderCache, MailBuildError, message_id_for, render_bytes
+from automail.bounce_links import MailSigner
+from automail.mime import HeaderCache, MailBuildError, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
 from automail.sending.pacing import active_backoffs, pacing_table, record_backoff
@@ -150,6 +151,7 @@ class BatchSender:
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
+        self.signer = MailSigner.load()  # signed return paths and Message-IDs; no key: stop
         now = _clock(now)
         pacing = pacing_table(session)
         self.paced = set(pacing)  # carriers and domain_pacing entries: 4xx -> domain backoff
@@ -466,7 +468,7 @@ class BatchSender:
             address_reason = message_id = None
             try:
                 shop = self.shop(mail.shop_id)
-                mid = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
+                mid = mail.message_id or self.signer.message_id(mail, shop.code)
                 if len(mid) > MESSAGE_ID_MAX:  # a very long From domain: the column's limit
                     raise MailBuildError("message_id", mid, f"over {MESSAGE_ID_MAX} characters")
                 message_id = mail.message_id = mid
@@ -521,7 +523,7 @@ class BatchSender:
             if self.unavailable is None:
                 try:
                     result = conn.send(
-                        mail.return_path or mail.from_address,
+                        self.signer.envelope_sender(mail),
                         mail.to_address.strip(),
                         split_address_list(mail.bcc),
                         data,

@@ -1,0 +1,49 @@
+"""The one signing key and HMAC of Automail (unsubscribe links, bounce return paths).
+
+The key comes from env `AUTOMAIL_SECRET_KEY` or the Airflow Variable
+`automail_secret_key`. There is no built-in fallback key: without one, nothing that
+must be signed is produced (newsletters are refused, sending stops).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+
+ENV_KEY = "AUTOMAIL_SECRET_KEY"
+VARIABLE_KEY = "automail_secret_key"
+
+
+class MissingSecretKey(RuntimeError):
+    def __init__(self) -> None:
+        super().__init__(
+            f"no signing key: set env {ENV_KEY} or the Airflow Variable {VARIABLE_KEY!r} "
+            "(unsubscribe links and bounce return paths are signed with it; nothing that "
+            "needs one is sent without it)"
+        )
+
+
+def secret_key() -> bytes:
+    key = os.environ.get(ENV_KEY)
+    if not key and ("AIRFLOW_HOME" in os.environ or "AIRFLOW__CORE__DAGS_FOLDER" in os.environ):
+        try:
+            from airflow.sdk import Variable
+
+            key = Variable.get(VARIABLE_KEY, default=None)
+        except Exception:  # no Airflow context / metadata DB: treated as "no key"
+            key = None
+    if not key or len(key) < 12:  # a real key is long and random; 12 catches typos
+        raise MissingSecretKey()
+    return key.encode()
+
+
+def mac(key: bytes, payload: str) -> bytes:
+    """HMAC-SHA256 of `payload`: every token Automail signs goes through here."""
+    return hmac.new(key, payload.encode(), hashlib.sha256).digest()
+
+
+def derived_key(key: bytes, purpose: str) -> bytes:
+    """A sub-key for one purpose (e.g. one shop's bounce links), so tokens of one kind
+    can never be replayed as another."""
+    return mac(key, f"automail-key.{purpose}")
