@@ -17,6 +17,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from automail import settings
+from automail.campaigns.unsubscribe_spool import apply_pending as apply_spooled_unsubscribes
 from automail.db import take_write_lock
 from automail.models import Campaign, Mail
 from automail.states import CAMPAIGN
@@ -70,6 +71,8 @@ def send_due_campaign_mails(
     with session_factory() as session:
         if settings.get(session, "mail_server_stopped"):
             return {"stopped": True, "claimed": 0}
+        take_write_lock(session)
+        apply_spooled_unsubscribes(session)  # before choosing whom to mail
         ids = claim_due_campaign_mails(session, claim_id, now)
         batch = settings.get(session, "send_batch_size")
         session.commit()
