@@ -69,6 +69,8 @@ AFTER_LOAD = {
     "ix_mails_status_created": "CREATE INDEX ix_mails_status_created ON mails "
     "(status, created_at, id)",
     "ix_mails_created": "CREATE INDEX ix_mails_created ON mails (created_at, id)",
+    "ix_mails_status_shop_kind": "CREATE INDEX ix_mails_status_shop_kind ON mails "
+    "(status, shop_id, kind, created_at, id)",
     "ix_mails_status_sent": "CREATE INDEX ix_mails_status_sent ON mails (status, sent_at) "
     "INCLUDE (created_at, id) WHERE sent_at IS NOT NULL",
 }
@@ -230,6 +232,7 @@ PROBE_BASE = (  # the btree indexes mails had before 0003, on the probe table
 PROBE_OURS = (
     "CREATE INDEX probe_status_created ON probe (status, created_at, id)",
     "CREATE INDEX probe_created ON probe (created_at, id)",
+    "CREATE INDEX probe_status_shop_kind ON probe (status, shop_id, kind, created_at, id)",
     "CREATE INDEX probe_status_sent ON probe (status, sent_at) INCLUDE (created_at, id) "
     "WHERE sent_at IS NOT NULL",
     "CREATE INDEX probe_pending ON probe (id) WHERE NOT search_indexed",

@@ -539,3 +539,7 @@ class Setting(Base):
         UtcDateTime(), server_default=func.now(), onupdate=func.now()
     )
     updated_by: Mapped[str] = mapped_column(String(100), default="system")
+
+
+# Exact queue counts per shop and kind, index-only (migration 0007_h_ui).
+Index("ix_mails_status_shop_kind", Mail.status, Mail.shop_id, Mail.kind, Mail.created_at, Mail.id)
