@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,20 +141,35 @@ def screen(page, server: AirflowServer, path: str = "/"):  # noqa: ANN201
     if not page.url.rstrip("/").endswith(MENU):
         page.goto(f"{server.base_url}{MENU}")
     page.wait_for_selector("iframe")
-    frame = page.frame_locator("iframe").locator("body")
-    frame.wait_for()
-    inner = next(f for f in page.frames if f != page.main_frame and "/automail" in f.url)
+    deadline = time.monotonic() + 30
+    while True:
+        found = [f for f in page.frames if f != page.main_frame and "/automail" in f.url]
+        if found:
+            inner = found[0]
+            break
+        if time.monotonic() > deadline:
+            urls = [f.url for f in page.frames]
+            html = page.inner_html("body")[:2000]
+            raise AssertionError(f"no /automail iframe in {urls}: {html}")
+        page.wait_for_timeout(200)
     if path != "/" or not inner.url.endswith("/automail/"):
         inner.goto(f"{server.base_url}/automail{path}")
     inner.wait_for_selector("main")
     return inner
 
 
+def go(frame, selector: str) -> None:
+    """Click something that loads a new page in the frame, and wait for that page."""
+    with frame.expect_navigation():
+        frame.click(selector)
+    frame.wait_for_selector("main")
+
+
 def confirm(frame, expect: str) -> None:
     """The in-page confirmation: check what it says, then confirm."""
     frame.wait_for_selector("#confirm")
     assert expect in frame.inner_text("#confirm-text"), frame.inner_text("#confirm")
-    frame.click("#confirm-yes")
+    go(frame, "#confirm-yes")
     frame.wait_for_selector("#notice")
 
 
@@ -183,10 +199,10 @@ def test_screen_end_to_end_through_the_airflow_menu(
     # Search: all statuses, body substring -> the past shipping notice; open its detail.
     frame.select_option("#f-status", "all")
     frame.fill("#f-body", "1234-5678")
-    frame.click("#search-btn")
+    go(frame, "#search-btn")
     frame.wait_for_selector("#total")
     assert frame.inner_text("#total") == "1"
-    frame.click(f"tr[data-id='{past}'] a.detail-link")
+    go(frame, f"tr[data-id='{past}'] a.detail-link")
     frame.wait_for_selector("#headers")
     assert "old-address@example.jp" in frame.inner_text("#headers")
     assert "追跡番号: 1234-5678" in frame.inner_text("#body-text")
@@ -196,7 +212,7 @@ def test_screen_end_to_end_through_the_airflow_menu(
     frame = screen(page, server, "/")
     for mail_id in prune:
         frame.check(f"tr[data-id='{mail_id}'] input.pick")
-    frame.click("#bulk-delete")
+    go(frame, "#bulk-delete")
     confirm(frame, "Delete 2 mail(s)?")
     assert "2 of 2 mail(s) done" in frame.inner_text("#notice")
     assert frame.inner_text("#total") == "1"
@@ -204,7 +220,7 @@ def test_screen_end_to_end_through_the_airflow_menu(
     # Bulk send everything unsent or in error (select all), confirmed in the page.
     frame = screen(page, server, "/?status=all")
     frame.click("#select-on")
-    frame.click("#bulk-send")
+    go(frame, "#bulk-send")
     frame.wait_for_selector("#confirm")
     assert len(sink.messages) == 0  # nothing sent before the confirmation
     confirm(frame, "Send 2 mail(s) now?")
@@ -217,9 +233,9 @@ def test_screen_end_to_end_through_the_airflow_menu(
     # Copy the past mail, change only To, save and send.
     before = len(sink.messages)
     frame = screen(page, server, f"/mails/{past}")
-    frame.click("#copy-link")
+    go(frame, "#copy-link")
     frame.fill("#copy-to", "new-address@example.jp")
-    frame.click("#copy-send")
+    go(frame, "#copy-send")
     frame.wait_for_selector("#notice")
     assert frame.inner_text("#mail-status") == "sent"
     assert len(sink.messages) == before + 1
@@ -269,7 +285,7 @@ def test_delete_all_matching_through_the_iframe(server, engine, session, browser
     frame = screen(page, server, "/?kind=follow_up")
     assert frame.inner_text("#total") == f"{n:,}"
     assert f"{n:,}" in frame.inner_text("#delete-all-matching")
-    frame.click("#delete-all-matching")
+    go(frame, "#delete-all-matching")
     frame.wait_for_selector("#confirm")
     assert "kind=follow_up" in frame.inner_text("#confirm-filter")
     confirm(frame, f"Delete {n} mail(s)?")
@@ -299,12 +315,12 @@ def test_sending_state_banner_and_ops_switch(server, engine, session, browser_pa
     assert "automail_send is running" in banner, banner
 
     # Ops stop the mail server from the banner (audited); the row "send" then says so.
-    frame.click("#server-switch-btn")
+    go(frame, "#server-switch-btn")
     frame.wait_for_selector("#notice")
     assert "mail_server_stopped is now true" in frame.inner_text("#notice")
     assert frame.get_attribute("#sending-state", "data-stopped") == "true"
     assert "The mail server is stopped" in frame.inner_text("#sending-state")
-    frame.click(f"tr[data-id='{m}'] button.row-action")
+    go(frame, f"tr[data-id='{m}'] button.row-action")
     frame.wait_for_selector("#confirm")
     assert "The mail server is stopped" in frame.inner_text("#confirm-state")
     assert frame.is_disabled("#confirm-yes")
@@ -314,7 +330,7 @@ def test_sending_state_banner_and_ops_switch(server, engine, session, browser_pa
     assert audit.actor == "admin" and audit.detail["to"] is True
 
     frame = screen(page, server, "/")
-    frame.click("#server-switch-btn")  # and back on
+    go(frame, "#server-switch-btn")  # and back on
     frame.wait_for_selector("#notice")
     fresh(session)
     assert settings.get(session, "mail_server_stopped") is False
