@@ -25,7 +25,8 @@ import pytest
 from airflow_server import USERS, AirflowServer, running_airflow
 from management_helpers import mail, shop
 
-from automail.models import Mail, StaffAction
+from automail.models import Mail, Order, StaffAction
+from automail.sample_data import make_customer
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -247,15 +248,30 @@ def test_screen_end_to_end_through_the_airflow_menu(
     _shot(page, tmp_path, "detail.png")
 
     # A fuller list for the screenshot: one mail in each remaining status.
-    for status, to in (
-        ("unsent", "sato.hina@example.jp"),
-        ("error", "bad-box@example.jp"),
-        ("cancelled", "cancel@example.jp"),
-        ("held", "held@example.jp"),
+    for i, (status, to, name) in enumerate(
+        (
+            ("unsent", "sato.hina@example.jp", "佐藤 陽菜"),
+            ("error", "bad-box@example.jp", "鈴木 一郎"),
+            ("cancelled", "cancel@example.jp", "高橋 美咲"),
+            ("held", "held@example.jp", "田中 翔太"),
+        )
     ):
-        mail(session, tea, status=status, to=to)
+        customer = make_customer(session, tea, to, name=name)
+        order = Order(
+            shop_id=tea.id,
+            customer_id=customer.id,
+            order_number=f"TEA-{1325 + i:06d}",
+            ordered_at=customer.signed_up_at,
+        )
+        session.add(order)
+        session.flush()
+        m = mail(session, tea, status=status, to=to)
+        m.customer_id, m.order_id = customer.id, order.id
     session.commit()
-    screen(page, server, "/?status=all")
+    frame = screen(page, server, "/?status=all")
+    assert "TEA-001325" in frame.inner_text("#results") and "佐藤 陽菜" in frame.inner_text(
+        "#results"
+    )
     _shot(page, tmp_path, "search.png")
 
     fresh(session)

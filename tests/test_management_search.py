@@ -264,7 +264,8 @@ def test_postgres_plan_reads_trigram_and_pending_indexes_not_every_body(session)
     for index in ("ix_mails_body_text_trgm", "ix_mails_body_html_trgm", "ix_mails_search_pending"):
         assert index in plan, plan
     page = search_page_plan(session)
-    assert "ix_mails_status_created" in page, page
+    # Either status-led btree (on 30 rows the planner may pick the per-shop/kind one).
+    assert "ix_mails_status_created" in page or "ix_mails_status_shop_kind" in page, page
     session.rollback()
 
 

@@ -23,7 +23,10 @@ def neutralise(value: Any) -> Any:
     """The cell as written: formula-like text prefixed with `'`, anything else as is."""
     if not isinstance(value, str) or not value:
         return value
-    if value[0] in FORMULA_START or value.lstrip()[:1] in FORMULA_START:
+    i = 0
+    while i < len(value) and value[i].isspace() and value[i] not in "\t\r\n":
+        i += 1  # spreadsheets skip leading spaces (also U+3000) before a formula
+    if value[i : i + 1] in FORMULA_START:
         return "'" + value
     return value
 
@@ -32,7 +35,9 @@ def write_rows(
     out: IO[str], columns: Sequence[str], rows: Iterable[Sequence[Any]], *, header: bool = True
 ) -> int:
     """Write `rows` (None → empty cell) to an open text handle; returns the row count."""
-    writer = csv.writer(out, lineterminator="\n")
+    # CRLF rows (RFC 4180): the writer then quotes every cell holding CR or LF, so a
+    # stray CR can never split a row.
+    writer = csv.writer(out, lineterminator="\r\n")
     if header:
         writer.writerow([neutralise(c) for c in columns])
     n = 0

@@ -116,6 +116,8 @@ def _clean_ids(ids: Iterable[int | str]) -> list[int]:
     out: list[int] = []
     for raw in ids:
         try:
+            if isinstance(raw, str) and not (raw.isascii() and raw.strip().isdigit()):
+                raise ValueError(raw)  # "１", "1e3", "0x1", "1_0": not how a mail id is written
             value = int(raw)
         except (TypeError, ValueError):
             raise ActionError(f"ids: {raw!r} is not a mail id") from None
