@@ -343,3 +343,38 @@ def test_one_language_at_a_time(client, session):
     assert "選択したメールを削除" in ja and "Delete selected" not in ja
     assert '<html lang="ja">' in ja and '<html lang="en">' in en
     assert "一括配信" in client.get("/", headers={"accept-language": "ja,en"}).text
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_store_work_never_blocks_the_event_loop(client, session, store_url):
+    """Issue 12 item 14: an action stuck on the store (here: waiting for SQLite's write
+    lock, as it would for a slow relay) must not freeze the API server; a read answers
+    meanwhile. Were the handler running on the event loop, the read would wait for it."""
+    import sqlite3
+    import threading
+
+    m = mail(session, shop(session))
+    session.commit()
+    login("user")
+    holder = sqlite3.connect(store_url.removeprefix("sqlite:///"), check_same_thread=False)
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE settings SET key = key WHERE 1 = 0")
+    outcome: dict[str, int] = {}
+
+    def act() -> None:
+        r = client.post("/api/actions", json={"action": "cancel", "ids": [m.id]})
+        outcome["status"] = r.status_code
+
+    worker = threading.Thread(target=act)
+    worker.start()
+    try:
+        read = client.get("/api/mails")  # answered while the action still waits
+        assert read.status_code == 200 and worker.is_alive()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    worker.join(60)
+    assert outcome == {"status": 200}
+    fresh(session)
+    assert session.get(Mail, m.id).status == "cancelled"
