@@ -379,3 +379,25 @@ def _shot(page, tmp_path: Path, name: str) -> None:
     if os.environ.get("AUTOMAIL_UPDATE_SCREENSHOTS") == "1":
         DOCS.mkdir(exist_ok=True)
         shutil.copy(tmp_path / name, DOCS / name)
+
+
+def test_language_and_colour_mode_follow_airflow(server, engine, session, browser_page):
+    """Airflow's language choice (i18next's localStorage key) and dark mode reach the
+    framed screen: one language at a time, Airflow's dark palette."""
+    mail(session, shop(session, "tea"))
+    session.commit()
+    page = browser_page
+    login(page, server, "admin")
+    page.goto(f"{server.base_url}{MENU}")
+    page.evaluate("localStorage.setItem('i18nextLng', 'ja')")
+    page.emulate_media(color_scheme="dark")
+    page.reload()
+    frame = screen(page, server)
+    frame.wait_for_function("document.documentElement.lang === 'ja'")
+    frame.wait_for_selector("#bulk-send")
+    text = frame.inner_text("main")
+    assert "一括配信" in frame.inner_text("#bulk-send") and "Bulk send" not in text
+    assert "メールサーバーを停止" in frame.inner_text("#server-switch-btn")
+    bg = frame.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert bg == "rgb(0, 0, 0)", bg  # Airflow 3's dark background
+    page.evaluate("localStorage.setItem('i18nextLng', 'en')")
