@@ -555,6 +555,10 @@ class Setting(Base):
     updated_by: Mapped[str] = mapped_column(String(100), default="system")
 
 
+# Exact queue counts per shop and kind, index-only (migration 0009).
+Index("ix_mails_status_shop_kind", Mail.status, Mail.shop_id, Mail.kind, Mail.created_at, Mail.id)
+
+
 class DomainBackoff(Base):
     """A recipient domain that answered 4xx: its mails wait until `until` (H2 pacing)."""
 

@@ -21,7 +21,6 @@ Rules, in order:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ import pandas as pd
 from sqlalchemy import Select, and_, exists, false, func, literal, select, true
 from sqlalchemy.orm import Session
 
+from automail.csv_safe import to_text
 from automail.models import Campaign, CampaignRecipient, Customer, Mail, Order
 from automail.states import CAMPAIGN, SENT
 
@@ -293,10 +293,11 @@ def audience_frame(session: Session, ids: Select) -> pd.DataFrame:
     return pd.DataFrame([tuple(r) for r in rows], columns=CSV_COLUMNS)
 
 
-def audience_csv(session: Session, ids: Select) -> str:
-    buf = io.StringIO()
-    audience_frame(session, ids).to_csv(buf, index=False)
-    return buf.getvalue()
+def audience_csv(session: Session, ids: Select, *, bom: bool = True) -> str:
+    """The audience as CSV text through the one CSV writer (automail.csv_safe)."""
+    frame = audience_frame(session, ids).astype(object)
+    rows = ([None if pd.isna(v) else v for v in r] for r in frame.itertuples(index=False))
+    return to_text(CSV_COLUMNS, rows, bom=bom)
 
 
 def count(session: Session, ids: Select) -> int:

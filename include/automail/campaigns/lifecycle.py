@@ -28,6 +28,7 @@ from automail.campaigns.content import CompiledContent, content_hash
 from automail.campaigns.events import transition
 from automail.campaigns.hours import window_for
 from automail.campaigns.mailing import MarketingMailer, create_mails
+from automail.campaigns.unsubscribe_spool import apply_pending as apply_spooled_unsubscribes
 from automail.db import take_write_lock
 from automail.models import Campaign, CampaignCategory, Mail, Shop, Template
 from automail.sending.status import change_status_many
@@ -323,6 +324,7 @@ def tick(
     now = now or datetime.now(UTC)
     report = TickReport()
     take_write_lock(session)
+    apply_spooled_unsubscribes(session)  # opt-outs the public page could not write at once
     query = (
         select(Campaign)
         .where(Campaign.status.in_(ACTIVE))

@@ -168,11 +168,12 @@ def _audience(args: argparse.Namespace) -> None:
         if args.csv is None:
             print(f"campaign {campaign.id}: {count(session, ids)} recipients if sent now")
             return
-        text = audience_csv(session, ids)
-        if str(args.csv) == "-":
+        to_stdout = str(args.csv) == "-"
+        text = audience_csv(session, ids, bom=not to_stdout)  # BOM: for Excel, not pipes
+        if to_stdout:
             print(text, end="")
         else:
-            args.csv.write_text(text, encoding="utf-8")
+            args.csv.write_text(text, encoding="utf-8", newline="")
             print(f"wrote {text.count(chr(10)) - 1} recipients to {args.csv}")
 
 
