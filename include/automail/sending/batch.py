@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -43,7 +43,14 @@ from automail.sending.claim import in_flight_mail_ids, release_claims
 from automail.sending.pacing import active_backoffs, pacing_table, record_backoff
 from automail.sending.relay_slots import release_slots, take_slots
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
-from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
+from automail.sending.smtp import (
+    Messenger,
+    MessengerFactory,
+    SmtpConfig,
+    SmtpResult,
+    SmtpSession,
+    SmtpUnavailable,
+)
 from automail.sending.status import CHUNK, change_status
 from automail.sending.summary import SendSummary
 from automail.states import ERROR, HELD, SENT
@@ -139,8 +146,10 @@ class BatchSender:
         policy: Policy,
         actor: str,
         now: datetime | None,
+        messenger: MessengerFactory = SmtpSession,
     ) -> None:
         self.session = session
+        self.messenger = messenger
         self.claim_id = claim_id
         self.policy = policy
         self.actor = actor
@@ -428,7 +437,8 @@ class BatchSender:
         groups = [mails[i : i + size] for i in range(0, len(mails), size)]
         pool = ThreadPoolExecutor(1, "automail-commit") if self.pg else None
         done: list[Outcome] = []  # sent, not yet written
-        with SmtpSession(smtp, self.per_session) as conn, pool or nullcontext():
+        conn = self.messenger(smtp, self.per_session)
+        with closing(conn), pool or nullcontext():
             ready, refused = self._prepare(groups[0]) if groups else ([], [])
             started = self._write(done, refused, ready)
             for k in range(len(groups)):
@@ -506,7 +516,7 @@ class BatchSender:
         return {}
 
     def _send_group(
-        self, ready: list[Ready], started: dict[int, int], conn: SmtpSession
+        self, ready: list[Ready], started: dict[int, int], conn: Messenger
     ) -> list[Outcome]:
         """SMTP only: no database access here (the helper thread owns the session)."""
         outcomes: list[Outcome] = []
@@ -595,14 +605,16 @@ def send_batch(
     smtp: SmtpConfig,
     actor: str = "system",
     now: datetime | None = None,
+    messenger: MessengerFactory = SmtpSession,
 ) -> SendSummary:
-    """Send the mails of `mail_ids` that `claim_id` still holds. The DAG's mapped task."""
+    """Send the mails of `mail_ids` that `claim_id` still holds. The DAG's mapped task.
+    `messenger` makes the batch's SMTP sessions (tests pass fakes)."""
     ids = sorted({int(i) for i in mail_ids})
     session = _pinned_session(session_factory)
     try:
         policy = Policy.load(session)
         start = _clock(now)
-        sender = BatchSender(session, claim_id, policy, actor, now)
+        sender = BatchSender(session, claim_id, policy, actor, now, messenger)
         stopped = settings.get(session, "mail_server_stopped")
         session.commit()  # SQLite: write first in a fresh transaction (see cycle.plan_run)
         if stopped:
@@ -664,7 +676,9 @@ def send_batch(
             sender.run(mails, smtp)
         else:
             shop_ids = {m.shop_id for m in mails}
-            lane = partial(_send_lane, session_factory, claim_id, policy, actor, now, shop_ids)
+            lane = partial(
+                _send_lane, session_factory, claim_id, policy, actor, now, shop_ids, messenger
+            )
             with ThreadPoolExecutor(lanes, "automail-lane") as pool:
                 jobs = [pool.submit(lane, mails[i::lanes], smtp) for i in range(lanes)]
                 for job in jobs:
@@ -698,6 +712,7 @@ def _send_lane(
     actor: str,
     now: datetime | None,
     shop_ids: set[int],
+    messenger: MessengerFactory,
     mails: Sequence[Mail],
     smtp: SmtpConfig,
 ) -> SendSummary:
@@ -705,7 +720,7 @@ def _send_lane(
     connection, the same group loop (in_flight committed before each DATA)."""
     session = _pinned_session(session_factory)
     try:
-        sender = BatchSender(session, claim_id, policy, actor, now)
+        sender = BatchSender(session, claim_id, policy, actor, now, messenger)
         for shop_id in shop_ids:
             sender.shop(shop_id)
         session.commit()
