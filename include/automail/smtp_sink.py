@@ -10,6 +10,7 @@ protocol peer.
 from __future__ import annotations
 
 import argparse
+import logging
 import socket
 import threading
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 
 LOOPBACK = "127.0.0.1"
+# aiosmtpd logs every command and connection at INFO on "mail.log"; keep its warnings.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 @dataclass
