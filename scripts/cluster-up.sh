@@ -10,11 +10,13 @@
 #   scripts/cluster-up.sh stop       stop every process it started (TERM, then KILL)
 #   scripts/cluster-up.sh status     what runs
 #   scripts/cluster-up.sh worker N   (re)start Celery worker N only
+#   scripts/cluster-up.sh stop-worker N
 #   source var/cluster/env.sh        then `airflow …` / `automail …` talk to this profile
 #
 # Knobs (environment): AUTOMAIL_EXECUTOR=celery|local, AUTOMAIL_WORKERS (2),
 # AUTOMAIL_WORKER_CONCURRENCY (4), AUTOMAIL_CLUSTER_DIR, AUTOMAIL_METADATA_DB
-# (airflow_cluster), AUTOMAIL_STORE_DB (automail_cluster), AUTOMAIL_API_PORT (8080),
+# (airflow_cluster), AUTOMAIL_STORE_DB (automail_cluster; a path with a / means a SQLite
+# store file, as scripts/ui-up.sh uses), AUTOMAIL_API_PORT (8080),
 # AUTOMAIL_REDIS_PORT (6380), AUTOMAIL_SMTP_PORT (8025), AUTOMAIL_SMTP_POOL_SLOTS (4).
 # AIRFLOW__{SCHEDULER,DAG_PROCESSOR,WORKERS}__* set by the caller are passed through.
 set -euo pipefail
@@ -71,7 +73,11 @@ write_env() {
       exp AIRFLOW__CORE__EXECUTOR LocalExecutor
     fi
     exp AUTOMAIL_SECRET_KEY "$secret"
-    exp AIRFLOW_CONN_AUTOMAIL_DB "{\"conn_type\": \"postgres\", \"host\": \"127.0.0.1\", \"port\": 5432, \"login\": \"automail\", \"password\": \"automail\", \"schema\": \"$STORE_DB\"}"
+    if [[ $STORE_DB == */* ]]; then  # a file path: the embedded SQLite store (UI quick start)
+      exp AIRFLOW_CONN_AUTOMAIL_DB "{\"conn_type\": \"sqlite\", \"host\": \"$STORE_DB\"}"
+    else
+      exp AIRFLOW_CONN_AUTOMAIL_DB "{\"conn_type\": \"postgres\", \"host\": \"127.0.0.1\", \"port\": 5432, \"login\": \"automail\", \"password\": \"automail\", \"schema\": \"$STORE_DB\"}"
+    fi
     exp AIRFLOW_CONN_AUTOMAIL_SMTP "{\"conn_type\": \"smtp\", \"host\": \"127.0.0.1\", \"port\": $SMTP_PORT, \"extra\": {\"disable_ssl\": true, \"disable_tls\": true, \"from_email\": \"noreply@automail.local\"}}"
     # Tuning a caller asked for (tests: fast heartbeats), passed through as given.
     env | grep -E '^AIRFLOW__(SCHEDULER|DAG_PROCESSOR|WORKERS|CELERY_BROKER_TRANSPORT_OPTIONS)__' \
@@ -141,7 +147,7 @@ start() {
     [ "$(id -u)" = 0 ] && bash "$ROOT/scripts/postgres-up.sh" >/dev/null
   fi
   ensure_db "$META_DB"
-  ensure_db "$STORE_DB"
+  [[ $STORE_DB == */* ]] || ensure_db "$STORE_DB"
   if [ "$EXECUTOR" = celery ]; then
     command -v redis-server >/dev/null || bash "$ROOT/scripts/services-up.sh"
     launch redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --dir "$DIR" \
@@ -159,6 +165,7 @@ start() {
   fi
   wait_api
   echo "cluster up: UI http://127.0.0.1:$API_PORT  (source $DIR/env.sh to use it)"
+  echo "login: admin / password in $AIRFLOW_HOME/simple_auth_manager_passwords.json.generated"
 }
 
 stop() {
@@ -187,5 +194,6 @@ case ${1:-start} in
     stop_one "worker${2:?worker number}"
     start_worker "$2"
     ;;
-  *) echo "usage: $0 [start|stop|status|worker N]" >&2; exit 2 ;;
+  stop-worker) stop_one "worker${2:?worker number}" ;;
+  *) echo "usage: $0 [start|stop|status|worker N|stop-worker N]" >&2; exit 2 ;;
 esac
