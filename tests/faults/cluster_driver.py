@@ -85,6 +85,7 @@ class Cluster:
     env: dict[str, str] = field(default_factory=dict)
     _token: str | None = None
     _meta: Engine | None = None
+    _pids: set[int] = field(default_factory=set)  # every process group started
 
     @property
     def metadata_db(self) -> str:
@@ -138,6 +139,7 @@ class Cluster:
             recreate_database(self.pg_base_url, self.metadata_db)
             recreate_database(self.pg_base_url, self.store_db)
         self._script("start", timeout=600)
+        self._remember_pids()
         out = subprocess.run(
             ["bash", "-c", f"source {self.home / 'env.sh'} && env -0"],
             capture_output=True,
@@ -147,15 +149,24 @@ class Cluster:
         self._meta = create_engine(self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
         return self
 
+    def _remember_pids(self) -> None:
+        self._pids |= {int(p.read_text()) for p in (self.home / "pids").glob("*.pid")}
+
     def stop(self) -> None:
         try:
             self._script("stop", timeout=180)
         finally:
+            # Whatever the script could not stop (its pid files gone): end our own groups.
+            for pid in self._pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)
+            self._pids.clear()
             if self._meta is not None:
                 self._meta.dispose()
 
     def restart_worker(self, n: int) -> None:
         self._script("worker", str(n), timeout=120)
+        self._remember_pids()
         wait_for(
             f"worker{n} ready",
             lambda: "ready." in (self.logs / f"worker{n}.log").read_text().split("Restarting")[-1],

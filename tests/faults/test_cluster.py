@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, insert, select, text
@@ -65,23 +68,29 @@ def _unavailable() -> str | None:
 
 
 @pytest.fixture(scope="module")
-def sink(tmp_path_factory: pytest.TempPathFactory):
+def workdir() -> Iterator[Path]:
+    """Outside pytest's basetemp: other pytest sessions on the machine rotate that away."""
+    path = Path(tempfile.mkdtemp(prefix="automail-cluster-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def sink(workdir: Path):
     extra = ["--delay-ms", "15", "--delay-domain", SLOW]
-    with SinkProcess(tmp_path_factory.mktemp("cluster") / "sink", extra=extra) as s:
+    with SinkProcess(workdir / "sink", extra=extra) as s:
         yield s
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, sink: SinkProcess, fault_totals):
+def cluster(workdir: Path, sink: SinkProcess, fault_totals):
     why = _unavailable()
     if why:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI must run the cluster test: {why}")
         pytest.skip(why)
     db = os.environ.get("AUTOMAIL_TEST_PG_URL", PG_URL).rsplit("/", 1)[-1]
-    c = Cluster(
-        tmp_path_factory.mktemp("cluster-home"), PG_URL, name=f"{db}_cl", smtp_port=sink.port
-    )
+    c = Cluster(workdir / "celery", PG_URL, name=f"{db}_cl", smtp_port=sink.port)
     c.start()
     try:
         c.wait_dags_parsed(ALL_DAGS)
@@ -156,6 +165,13 @@ def _shops(store: Engine) -> dict[str, int]:
         return {shop.code: shop.id for shop in s.scalars(select(Shop))}
 
 
+def _enable_order_confirmations(store: Engine) -> None:
+    with session_factory(store)() as s:
+        for shop in s.scalars(select(Shop)):
+            set_kind(s, shop, "order_confirmation", True, now=datetime.now(UTC))
+        s.commit()
+
+
 def _count(store: Engine, *where) -> int:  # noqa: ANN002
     with store.connect() as c:
         return c.scalar(select(func.count()).select_from(Mail).where(*where))
@@ -222,10 +238,7 @@ def test_mails_created_and_sent_by_both_workers_exactly_once(cluster, store, sin
     for code, shop_id in shops.items():
         _add_orders(store, shop_id, per_shop, f"big{code}", within_s=5 * 24 * 3600)
     _put(store, creation_partitions=4, creation_chunk_size=2000, send_batch_size=max(n // 16, 50))
-    with session_factory(store)() as s:
-        for shop in s.scalars(select(Shop)):
-            set_kind(s, shop, "order_confirmation", True, now=datetime.now(UTC))
-        s.commit()
+    _enable_order_confirmations(store)
     since = datetime.now(UTC)
     cluster.set_paused("automail_create_transactional", False)
     run_id = cluster.trigger("automail_create_transactional")
@@ -385,6 +398,7 @@ def test_worker_killed_mid_creation_partition_retry_creates_the_rest_once(cluste
     n, tag, partitions = 10_000, "killcreate", 2
     shop_id = _shops(store)["tea"]
     _add_orders(store, shop_id, n, tag, within_s=1800)
+    _enable_order_confirmations(store)
     with store.connect() as c:
         expected = dict(
             c.execute(
@@ -446,10 +460,10 @@ def test_worker_killed_mid_creation_partition_retry_creates_the_rest_once(cluste
 # --- 5. the UI quick start's profile (LocalExecutor) survives a backfill ------------------
 
 
-def test_ui_quick_start_profile_runs_backfill_with_the_scheduler(cluster, tmp_path_factory) -> None:
+def test_ui_quick_start_profile_runs_backfill_with_the_scheduler(cluster, workdir) -> None:
     cluster.stop()  # one profile at a time on 2 cores
     db = os.environ.get("AUTOMAIL_TEST_PG_URL", PG_URL).rsplit("/", 1)[-1]
-    local = Cluster(tmp_path_factory.mktemp("ui-home"), PG_URL, name=f"{db}_ui", executor="local")
+    local = Cluster(workdir / "ui", PG_URL, name=f"{db}_ui", executor="local")
     local.start()
     try:
         local.wait_dags_parsed({"automail_create_transactional"})
