@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -139,6 +140,7 @@ def main() -> None:
         cluster.stop()
         sink.terminate()
         sink.wait(10)
+        shutil.rmtree(home, ignore_errors=True)
     for w, r in results.items():
         figures.emit(f"cluster_send_mails_per_s_{w}_workers", r["rate"], "mails/s")
         print(f"# {w} worker(s): {r['batches']} batches on {sorted(r['hosts'])}", file=sys.stderr)
