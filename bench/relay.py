@@ -119,9 +119,8 @@ def run_naive(relay: Relay, n: int) -> float:
 
 
 def automail_run(url: str, n: int, smtp, workers: int) -> float:  # noqa: ANN001
-    from automail.db import make_engine, session_factory
-
     from automail import settings
+    from automail.db import make_engine, session_factory
 
     reset_store(url)
     engine = make_engine(url, pool_size=2)

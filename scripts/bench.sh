@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000
+  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000; CLUSTER_SENDS=4000
 else
-  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000
+  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000; CLUSTER_SENDS=20000
 fi
 run() { echo "# $*" >&2; "$@"; }
 # shellcheck disable=SC2086
@@ -20,3 +20,4 @@ run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py
 run $PY bench/bounce_ingest.py
+run $PY bench/cluster.py --mails "$CLUSTER_SENDS"

@@ -32,7 +32,8 @@ SETTINGS: dict[str, SettingSpec] = {
     ),
     "lease_seconds": SettingSpec(600, "F3: a claim lapses after this; in-flight mails are held"),
     "send_commit_group": SettingSpec(
-        20, "F3: mails per bookkeeping commit; a killed worker leaves at most this many in doubt"
+        20,
+        "F3: mails per bookkeeping commit; a killed batch leaves at most twice this many in doubt",
     ),
     "lookback_order_confirmation_minutes": SettingSpec(7 * 24 * 60, "A3: 1 week"),
     "lookback_shipping_notice_minutes": SettingSpec(7 * 24 * 60, "A3: 1 week"),
