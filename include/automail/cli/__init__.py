@@ -30,11 +30,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from automail.db import StoreConnectionError, StoreNotMigrated
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         result = args.func(args)
-    except (CliError, ValueError, LookupError) as exc:
+    except (CliError, ValueError, LookupError, StoreNotMigrated, StoreConnectionError) as exc:
         print(f"automail: error: {exc}", file=sys.stderr)
         return 2
     return int(result or 0)
