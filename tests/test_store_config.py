@@ -49,9 +49,7 @@ def test_no_connection_at_all_uses_the_embedded_default(home: Path) -> None:
     assert (home / "var").is_dir()  # only the default's own folder is created
 
 
-def test_sqlite_connection_in_uri_form_is_read(
-    home: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_sqlite_connection_in_uri_form_is_read(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(db.ENV_VAR, f"sqlite:///{home}/store.db")
     assert db.resolve_url() == f"sqlite:///{home}/store.db"
 

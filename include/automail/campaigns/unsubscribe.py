@@ -26,10 +26,15 @@ URL_PATH = "/automail-public/unsubscribe"
 VERSION = "v1"
 
 
+# Keys that were ever printed in this repository (scripts/env.sh shipped the first one).
+PUBLISHED_KEYS = frozenset({"demo-only-secret-change-me"})
+
+
 class MissingSecretKey(RuntimeError):
-    def __init__(self) -> None:
+    def __init__(self, problem: str | None = None) -> None:
         super().__init__(
-            f"no unsubscribe signing key: set env {ENV_KEY} or the Airflow Variable "
+            problem
+            or f"no unsubscribe signing key: set env {ENV_KEY} or the Airflow Variable "
             f"{VARIABLE_KEY!r} (newsletters cannot carry a safe unsubscribe link without it)"
         )
 
@@ -53,6 +58,12 @@ def secret_key() -> bytes:
             key = None
     if not key or len(key) < 12:  # a real key is long and random; 12 catches typos
         raise MissingSecretKey()
+    if key.strip() in PUBLISHED_KEYS:
+        raise MissingSecretKey(
+            f"{ENV_KEY} is a published demo value: anyone could sign unsubscribe links with "
+            "it; `source scripts/env.sh` makes a random key per checkout in var/secret_key, "
+            "or set your own long random key"
+        )
     return key.encode()
 
 
