@@ -36,6 +36,7 @@ from markupsafe import Markup
 
 MAX_WORK = 2_000_000  # characters/items computed or output per render of one part
 MAX_STEPS = 10_000  # loop iterations and calls per render of one part
+MAX_ITEMS = 10_000  # items of a list/tuple/dict a template computes
 MAX_INT_BITS = 8_192  # integers stay small (str() of a huge int is quadratic)
 MAX_SECONDS = 2.0  # safety net; the counters above stop every known shape far earlier
 MAX_SOURCE_CHARS = 1_000_000  # a template part; checked when a template is saved
@@ -61,17 +62,12 @@ def size(value: Any, limit: int = MAX_WORK) -> int:
         return len(value)
     if kind is int:
         return value.bit_length() // 3 + 1  # ~ decimal digits
-    if kind in (list, tuple, set, frozenset):
+    if kind in (list, tuple, set, frozenset, dict):
+        if len(value) > MAX_ITEMS:  # also keeps this walk short
+            return limit + 1
         total = len(value)
-        for item in value:
-            total += size(item, limit)
-            if total > limit:
-                break
-        return total
-    if kind is dict:
-        total = len(value)
-        for key, item in value.items():
-            total += size(key, limit) + size(item, limit)
+        for item in value.items() if kind is dict else value:
+            total += len(item) if type(item) is str else size(item, limit)
             if total > limit:
                 break
         return total
@@ -189,7 +185,8 @@ def _estimate(
         return n + (n // max(int(width) if type(width) is int else 1, 1) + 1) * wrap
     if name in ("format", "format_map") and method:  # "{:>9}".format(x)
         widest = _format_widths(value) if isinstance(value, str) else 0
-        return n + widest + size(args) + size(kwargs)
+        widths = _int_args(args) + _int_args(kwargs.values())  # "{:>{}}".format(x, 10**9)
+        return n + widest + widths + size(args) + size(kwargs)
     if name == "format" and isinstance(value, str):  # the filter: "%9d"|format(x)
         return _percent_estimate(value, args or kwargs)
     if name == "tojson":
