@@ -289,9 +289,6 @@ def bounded_concat(parts: Iterable[str]) -> str:
 
 # --- compile-time rewrite ---------------------------------------------------------
 
-_BUFFERED = (nodes.Macro, nodes.CallBlock, nodes.FilterBlock, nodes.AssignBlock)
-
-
 def _new(node: nodes.Node, env: Any, lineno: int) -> Any:
     node.set_lineno(lineno)
     node.set_environment(env)
