@@ -97,7 +97,7 @@ def _airflow_connection_url() -> str | None:
         raise StoreConnectionError(f"connection {CONN_ID!r}: cannot be read: {exc}") from exc
     try:
         return url_from_connection(
-            conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema
+            conn.conn_type or "", conn.host, conn.login, conn.password, conn.port, conn.schema
         )
     except ValueError as exc:
         raise StoreConnectionError(str(exc)) from exc

@@ -1,18 +1,17 @@
 """Merge fields for newsletters and step mails (C1, C5, C10, F4).
 
 Subject/body are Jinja2 templates run in a sandbox (autoescaped for HTML bodies, so
-customer data cannot inject markup); the shop-system tags of the seeds are accepted
-too and mapped onto variables: [TENPO_NAME], [SIGN], [SIGN_M], [CUSTOMER_NAME],
-<#クーポンURL>, <#配信停止URL> / [UNSUBSCRIBE_URL]. Unknown variables render empty.
+customer data cannot inject markup); the seeds' shop tags ([TENPO_NAME], [SIGN],
+[CUSTOMER_NAME], <#クーポンURL>, <#配信停止URL> ...) are translated by the templates'
+tag table (automail.rendering.tags). Unknown variables render empty. The environment
+is this module's own (newsletters have no order/shipment context) but the same
+resource-limited sandbox as templates (automail.rendering.limits); a sample render at
+construction catches expression errors and resource bombs when a campaign or step is
+saved, not at send time.
 Every mail shows the unsubscribe link: after rendering, a body whose output does not
 show the recipient's link (a text body: the URL; an HTML body: a link to it outside
 comments) gets the standard block appended, so `{# unsubscribe_url #}` or a false
-`{% if %}` around it cannot send a mail without one. The sandbox is the templates'
-resource-limited one, and a sample render at construction catches expression errors and
-resource bombs when a campaign or step is saved, not at send time.
-Tags are translated by the shared `automail.rendering.tags` table when it is
-installed (fallback: the same table here); the environment is this module's own
-small sandbox because newsletters have no order/shipment context.
+`{% if %}` around it cannot send a mail without one.
 """
 
 from __future__ import annotations
@@ -27,19 +26,8 @@ from markupsafe import Markup, escape
 
 from automail.rendering.limits import MAX_SOURCE_CHARS, LimitedSandbox
 from automail.rendering.samples import SAMPLE_CUSTOMER, SAMPLE_EXTRA, SAMPLE_SHOP
+from automail.rendering.tags import to_jinja
 
-# The seeds' tags (same fields as automail.rendering's tag table, which wins when present).
-TAGS = {
-    "[TENPO_NAME]": "shop_name",
-    "[SIGN]": "sign_pc",
-    "[SIGN_M]": "sign_mobile",
-    "[CUSTOMER_NAME]": "customer_name",
-    "[CUSTOMER_MAIL]": "customer_email",
-    "[CUSTOMER_PREF]": "customer_prefecture",
-    "<#クーポンURL>": "coupon_url",
-    "<#配信停止URL>": "unsubscribe_url",
-    "[UNSUBSCRIBE_URL]": "unsubscribe_url",
-}
 UNSUBSCRIBE_TEXT = "\n\n―――\n配信停止をご希望の方はこちら: {url}\n"
 UNSUBSCRIBE_HTML = (
     '\n<p style="font-size:small">配信停止をご希望の方は<a href="{url}">こちら</a></p>\n'
@@ -62,15 +50,8 @@ _ENVS = {"text": _env(False), "html": _env(True)}
 
 
 def tags_to_jinja(source: str, html: bool = False) -> str:
-    try:  # the shared tag table, so newsletters accept exactly the tags templates do
-        from automail.rendering.tags import to_jinja
-    except ImportError:
-        to_jinja = None
-    if to_jinja is not None:
-        return to_jinja(source, html=html)
-    for tag, var in TAGS.items():
-        source = source.replace(tag, "{{ " + var + " }}")
-    return source
+    """The shared tag table, so newsletters accept exactly the tags templates do."""
+    return to_jinja(source, html=html)
 
 
 def content_hash(body_format: str, subject: str, body: str, signature: str | None) -> str:

@@ -118,7 +118,7 @@ def _render_shared(template: Template, values: dict[str, Any]) -> str:
     env = template.environment
     ctx = env.context_class(env, values, template.name, template.blocks, None)
     try:
-        return env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+        return env.concat(template.root_render_func(ctx))
     except Exception:
         env.handle_exception()  # re-raises with template line numbers
         raise
@@ -205,17 +205,19 @@ def _check_part(field: str, source: str, html: bool, allowed: set[str]) -> None:
             node.lineno,
             "disallowed construct: templates cannot extend, include or import other templates",
         )
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
-        if isinstance(node, nodes.Getattr):
-            name = node.attr
-        elif isinstance(node, nodes.Getitem):
-            name = node.arg.value if isinstance(node.arg, nodes.Const) else ""
+    for ref in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if isinstance(ref, nodes.Getattr):
+            name = ref.attr
+        elif isinstance(ref, nodes.Getitem):
+            name = ref.arg.value if isinstance(ref.arg, nodes.Const) else ""
+        elif isinstance(ref, nodes.Name):
+            name = ref.name
         else:
-            name = node.name
+            continue
         if isinstance(name, str) and name.startswith("_"):
             raise TemplateError(
                 field,
-                node.lineno,
+                ref.lineno,
                 f"disallowed construct: {name!r} (names starting with '_' are not accessible)",
             )
     unknown = meta.find_undeclared_variables(ast) - allowed

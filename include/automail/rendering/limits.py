@@ -289,6 +289,7 @@ def bounded_concat(parts: Iterable[str]) -> str:
 
 # --- compile-time rewrite ---------------------------------------------------------
 
+
 def _new(node: nodes.Node, env: Any, lineno: int) -> Any:
     node.set_lineno(lineno)
     node.set_environment(env)
@@ -365,7 +366,7 @@ class _Bounder(NodeTransformer):
     visit_Macro = visit_CallBlock = visit_FilterBlock = visit_AssignBlock = _buffered
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:
-        out = []
+        out: list[nodes.Expr] = []
         for child in node.nodes:
             if isinstance(child, nodes.TemplateData):
                 out.append(child)
@@ -380,8 +381,8 @@ class _Bounder(NodeTransformer):
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:
-        node = self.generic_visit(node)
-        return _new(nodes.Filter(node, "_out", [], [], None, None), self.env, node.lineno)
+        concat = self.generic_visit(node)
+        return _new(nodes.Filter(concat, "_out", [], [], None, None), self.env, node.lineno)
 
 
 # --- the environment --------------------------------------------------------------
@@ -398,7 +399,7 @@ class LimitedSandbox(SandboxedEnvironment):
 
     context_class = BudgetContext
     intercepted_binops = frozenset({"*", "**", "%", "+"})
-    concat = staticmethod(bounded_concat)  # type: ignore[assignment]
+    concat = staticmethod(bounded_concat)
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -408,7 +409,7 @@ class LimitedSandbox(SandboxedEnvironment):
         self.filters.update(_loop_guard=loop_guard, _out=charged_output)
         self.globals["range"] = bounded_range
         lipsum = self.globals.get("lipsum")
-        if lipsum is not None:
+        if callable(lipsum):
             self.globals["lipsum"] = _guarded_lipsum(lipsum)
 
     def _generate(  # type: ignore[override]
