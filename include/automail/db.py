@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import CursorResult, Engine, Result, create_engine, event, text
 from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -192,6 +193,12 @@ def get_engine(url: str | None = None) -> Engine:
 
 def session_factory(engine: Engine | None = None) -> sessionmaker[Session]:
     return sessionmaker(engine or get_engine(), expire_on_commit=False)
+
+
+def rowcount(result: Result[Any]) -> int:
+    """Rows an UPDATE/DELETE matched. Session.execute is typed as returning a plain
+    Result; for DML it is the driver's CursorResult, which has the count."""
+    return cast("CursorResult[Any]", result).rowcount
 
 
 @contextmanager

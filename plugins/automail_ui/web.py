@@ -350,10 +350,10 @@ async def action_form(request: Request, user: GetUserDep) -> RedirectResponse:
                 result = _run_action(session, action, ids, actor, audit)
             else:
                 action = str(form.get("bulk") or "")
-                ids = [str(v) for v in form.getlist("ids")]
+                ids = [str(v) for v in form.getlist("ids")]  # type: ignore[misc]  # parsed by actions
                 if not ids:
                     raise actions.ActionError(f"{action or 'action'}: no mail selected")
-                result = _run_action(session, action, ids, actor)  # type: ignore[arg-type]
+                result = _run_action(session, action, ids, actor)
         except (actions.ActionError, FilterError, LookupError) as exc:
             session.rollback()
             return _back(request, back, error=str(exc))
@@ -446,10 +446,10 @@ async def api_action(request: Request, user: GetUserDep) -> JSONResponse:
                 )
                 result = _run_action(session, action, ids, user.get_name(), audit)
             else:
-                ids = body.get("ids")
-                if not isinstance(ids, list) or not ids:
-                    raise actions.ActionError(f"ids: {ids!r} is not a non-empty list of mail ids")
-                result = _run_action(session, action, ids, user.get_name())
+                given = body.get("ids")
+                if not isinstance(given, list) or not given:
+                    raise actions.ActionError(f"ids: {given!r} is not a non-empty list of mail ids")
+                result = _run_action(session, action, given, user.get_name())
         except (actions.ActionError, FilterError, LookupError) as exc:
             session.rollback()
             raise _bad_request(exc) from None

@@ -86,7 +86,7 @@ def create_app(session_factory: Callable[[], Session] | None = None) -> FastAPI:
         try:
             with sessions() as session, session.begin():
                 customer = apply_unsubscribe(session, token)
-                shop_name = session.get(Shop, customer.shop_id).name
+                shop_name = session.get_one(Shop, customer.shop_id).name
         except BadToken as exc:
             return _error(exc)
         return _page(

@@ -49,12 +49,13 @@ def window_for(session: Session, smk: ShopMailKind, start: datetime, end: dateti
     earliest = smk.enabled_at - lookback(session, smk.kind)
     # Follow-up events are due times; shift back to shipment confirmation times.
     shift = follow_up_delay(session) if smk.kind == FOLLOW_UP else timedelta(0)
-    first_run = smk.covered_until is None
-    if first_run:
+    covered = smk.covered_until
+    first_run = covered is None
+    if covered is None:
         lower = earliest
     else:
         overlap = timedelta(minutes=settings.get(session, "creation_overlap_minutes"))
-        lower = max(min(start, smk.covered_until) - overlap - shift, earliest)
+        lower = max(min(start, covered) - overlap - shift, earliest)
     return Window(lower=lower, upper=end - shift, first_run=first_run)
 
 

@@ -59,7 +59,11 @@ def export_csv(session: Session, f: MailFilter, out: str | Path | IO[str]) -> in
         .execution_options(yield_per=CHUNK)
     )
     own = isinstance(out, str | Path)
-    handle: IO[str] = open(out, "w", encoding="utf-8-sig", newline="") if own else out  # noqa: SIM115
+    handle: IO[str] = (
+        open(out, "w", encoding="utf-8-sig", newline="")  # noqa: SIM115 (closed below if own)
+        if isinstance(out, str | Path)
+        else out
+    )
     total = 0
     try:
         result = session.execute(query)

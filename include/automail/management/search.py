@@ -370,8 +370,8 @@ def _ordered_page_pg(session: Session, f: MailFilter, plain: list[Any]) -> list[
         else (created.desc(), Mail.id.desc())
     )
     while True:
-        cand = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)
-        cand = (cand.limit(k) if k is not None else cand).subquery("c")
+        page = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)
+        cand = (page.limit(k) if k is not None else page).subquery("c")
         query = select(cand.c.id)
         if f.body:
             m = aliased(Mail)

@@ -412,7 +412,7 @@ class LimitedSandbox(SandboxedEnvironment):
         if callable(lipsum):
             self.globals["lipsum"] = _guarded_lipsum(lipsum)
 
-    def _generate(  # type: ignore[override]
+    def _generate(
         self,
         source: nodes.Template,
         name: str | None,
