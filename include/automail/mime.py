@@ -246,7 +246,7 @@ def build_message(
     """The message `render_bytes` writes, parsed back (for inspection: the UI, tests);
     raises MailBuildError on any unsafe field. `as_bytes` gives its bytes back as written:
     one writer of headers, so no second path can treat caller text differently."""
-    return message_from_bytes(render_bytes(mail, shop, now), policy=SMTP_POLICY)  # type: ignore[return-value]
+    return message_from_bytes(render_bytes(mail, shop, now), policy=SMTP_POLICY)
 
 
 def as_bytes(msg: EmailMessage) -> bytes:

@@ -13,12 +13,15 @@ import os
 
 ENV_KEY = "AUTOMAIL_SECRET_KEY"
 VARIABLE_KEY = "automail_secret_key"
+# Keys that were ever printed in this repository (scripts/env.sh shipped the first one).
+PUBLISHED_KEYS = frozenset({"demo-only-secret-change-me"})
 
 
 class MissingSecretKey(RuntimeError):
-    def __init__(self) -> None:
+    def __init__(self, problem: str | None = None) -> None:
         super().__init__(
-            f"no signing key: set env {ENV_KEY} or the Airflow Variable {VARIABLE_KEY!r} "
+            problem
+            or f"no signing key: set env {ENV_KEY} or the Airflow Variable {VARIABLE_KEY!r} "
             "(unsubscribe links and bounce return paths are signed with it; nothing that "
             "needs one is sent without it)"
         )
@@ -35,6 +38,12 @@ def secret_key() -> bytes:
             key = None
     if not key or len(key) < 12:  # a real key is long and random; 12 catches typos
         raise MissingSecretKey()
+    if key.strip() in PUBLISHED_KEYS:
+        raise MissingSecretKey(
+            f"{ENV_KEY} is a published demo value: anyone could sign unsubscribe links and "
+            "bounce return paths with it; `source scripts/env.sh` makes a random key per "
+            "checkout in var/secret_key, or set your own long random key"
+        )
     return key.encode()
 
 

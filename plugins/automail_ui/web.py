@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -212,7 +212,7 @@ def _notice(session: Session, staff_action_id: str | None) -> dict[str, Any] | N
 def _run_action(
     session: Session,
     action: str,
-    ids: list[int],
+    ids: Sequence[int | str],
     actor: str,
     audit: dict[str, Any] | None = None,
 ) -> actions.ActionResult:
@@ -460,16 +460,16 @@ def _act_on_form(actor: str, fields: list[tuple[str, str]]) -> tuple[str, dict[s
     filter_params = {k[2:]: v for k, v in fields if k.startswith("f_")}
     with _factory()() as session:
         try:
-            scope, action, ids = _requested(fields)
+            scope, action, picked = _requested(fields)
             if scope == "all_matching":
                 ids, audit = _all_matching(
                     session, action, filter_params, form.get("expected_total")
                 )
-                result = _run_action(session, action, ids, actor, audit)  # type: ignore[arg-type]
+                result = _run_action(session, action, ids, actor, audit)
             else:
-                if not ids:
+                if not picked:
                     raise actions.ActionError(f"{action or 'action'}: no mail selected")
-                result = _run_action(session, action, ids, actor)  # type: ignore[arg-type]
+                result = _run_action(session, action, picked, actor)
         except (actions.ActionError, FilterError, LookupError) as exc:
             session.rollback()
             return back, {"error": str(exc)}
@@ -613,10 +613,10 @@ def _api_act(actor: str, body: dict[str, Any]) -> actions.ActionResult:
                     session, action, body["filter"], body.get("expected_total")
                 )
                 return _run_action(session, action, ids, actor, audit)
-            ids = body.get("ids")
-            if not isinstance(ids, list) or not ids:
-                raise actions.ActionError(f"ids: {ids!r} is not a non-empty list of mail ids")
-            return _run_action(session, action, ids, actor)
+            given = body.get("ids")
+            if not isinstance(given, list) or not given:
+                raise actions.ActionError(f"ids: {given!r} is not a non-empty list of mail ids")
+            return _run_action(session, action, given, actor)
         except (actions.ActionError, FilterError, LookupError) as exc:
             session.rollback()
             raise _bad_request(exc) from None

@@ -62,7 +62,7 @@ def _create(args: argparse.Namespace) -> None:
             starts_from=parse_time("--starts-from", args.starts_from) if args.starts_from else None,
         )
         print(
-            f"sequence {seq.id} {seq.name!r}: start={seq.start_event}, from {seq.starts_from.isoformat()}"
+            f"sequence {seq.id} {seq.name!r}: start={seq.start_event}, from {seq.starts_from.isoformat() if seq.starts_from else 'now'}"
         )
 
 

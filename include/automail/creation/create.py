@@ -166,7 +166,9 @@ def run_job(
                 job,
                 src,
                 renderer,
-                src.shipment.confirmed_at + delay if job.kind == FOLLOW_UP else None,
+                src.shipment.confirmed_at + delay
+                if src.shipment and job.kind == FOLLOW_UP
+                else None,
                 now,
                 run_id,
             )

@@ -64,12 +64,13 @@ def window_for(
     earliest = smk.enabled_at - lookback(session, smk.kind)
     # Follow-up events are due times; shift back to shipment confirmation times.
     shift = follow_up_delay(session) if smk.kind == FOLLOW_UP else timedelta(0)
-    first_run = smk.covered_until is None
-    if first_run:
+    covered = smk.covered_until
+    first_run = covered is None
+    if covered is None:
         lower = earliest
     else:
         overlap = timedelta(minutes=settings.get(session, "creation_overlap_minutes"))
-        since = smk.covered_until if start is None else min(start, smk.covered_until)
+        since = covered if start is None else min(start, covered)
         lower = max(since - overlap - shift, earliest)
     return Window(lower=lower, upper=end - shift, first_run=first_run)
 

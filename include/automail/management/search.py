@@ -326,7 +326,7 @@ def _result_row(r: Any) -> ResultRow:
 
 def _row_query() -> Select[Any]:
     return (
-        select(*_ROW_COLUMNS)
+        select(*_ROW_COLUMNS)  # type: ignore[return-value]  # more columns than Select types
         .join(Shop, Shop.id == Mail.shop_id)
         .outerjoin(Customer, Customer.id == Mail.customer_id)
         .outerjoin(Order, Order.id == Mail.order_id)
@@ -394,8 +394,8 @@ def _ordered_page_pg(session: Session, f: MailFilter, plain: list[Any]) -> list[
         else (created.desc(), Mail.id.desc())
     )
     while True:
-        cand = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)
-        cand = (cand.limit(k) if k is not None else cand).subquery("c")
+        page = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)
+        cand = (page.limit(k) if k is not None else page).subquery("c")
         query = select(cand.c.id)
         if f.body:
             m = aliased(Mail)

@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from automail import address_health, settings
 from automail.addresses import check_address, domain_of, split_address_list
 from automail.bounce_links import MailSigner
+from automail.db import rowcount
 from automail.mime import HeaderCache, MailBuildError, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
@@ -213,7 +214,7 @@ class BatchSender:
                     attempt_count=mail.attempt_count + 1, lease_until=lease, message_id=message_id
                 )
             )
-            if res.rowcount == 1:
+            if rowcount(res) == 1:
                 started[mail.id] = self.session.execute(
                     insert(SendAttempt)
                     .values(
@@ -296,7 +297,11 @@ class BatchSender:
             self.session.execute(
                 update(SendAttempt).where(SendAttempt.id == attempt_id).values(**attempt)
             )
-        common = {"claimed_by": None, "lease_until": None, "attempt_count": attempt_no}
+        common: dict[str, Any] = {
+            "claimed_by": None,
+            "lease_until": None,
+            "attempt_count": attempt_no,
+        }
         if message_id is not None:
             common["message_id"] = message_id
         change = self._status_change
@@ -410,7 +415,8 @@ class BatchSender:
 
     def _raw_cursor(self) -> Any:
         """A psycopg2 cursor in the session's transaction."""
-        return self.session.connection().connection.dbapi_connection.cursor()
+        raw: Any = self.session.connection().connection.dbapi_connection
+        return raw.cursor()
 
     def _sent_sql(self, cur: Any) -> bytes:
         if not self.sent_rows:

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from automail.db import take_write_lock
+from automail.db import rowcount, take_write_lock
 from automail.models import Mail, SendAttempt
 from automail.sending.ratelimit import DomainLimiter
 from automail.sending.status import CHUNK, change_status_many, record_events
@@ -300,11 +300,13 @@ def release_claims(session: Session, mail_ids: Sequence[int], claim_id: str) -> 
     """Give back claims that were not used (server stopped mid-run, lost batch)."""
     n = 0
     for start in range(0, len(mail_ids), CHUNK):
-        n += session.execute(
-            update(Mail)
-            .where(Mail.id.in_(mail_ids[start : start + CHUNK]), Mail.claimed_by == claim_id)
-            .values(claimed_by=None, lease_until=None)
-        ).rowcount
+        n += rowcount(
+            session.execute(
+                update(Mail)
+                .where(Mail.id.in_(mail_ids[start : start + CHUNK]), Mail.claimed_by == claim_id)
+                .values(claimed_by=None, lease_until=None)
+            )
+        )
     return n
 
 

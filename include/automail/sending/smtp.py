@@ -381,7 +381,7 @@ class SmtpSession:
                 refused[bcc_wire[wire]] = f"{code} {_text(reply)}"
         # From here the server may have the message: a failure is in doubt, not retried.
         try:
-            payload = smtplib._quote_periods(data)  # noqa: SLF001 (same quoting as smtplib.data)
+            payload = smtplib._quote_periods(data)  # type: ignore[attr-defined]  # noqa: SLF001 (as smtplib.data)
             if payload[-2:] != b"\r\n":
                 payload += b"\r\n"
             client.send(payload + b".\r\n")

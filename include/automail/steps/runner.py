@@ -95,7 +95,7 @@ def create_due_step_mails(
     if sequence_ids:
         query = query.where(StepSequence.id.in_(sequence_ids))
     for seq in session.scalars(query).all():
-        shop = session.get(Shop, seq.shop_id)
+        shop = session.get_one(Shop, seq.shop_id)
         for step in seq.steps:
             fmt, body = (
                 ("html", step.body_html) if step.body_html else ("text", step.body_text or "")
