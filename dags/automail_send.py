@@ -1,5 +1,8 @@
 """Sending transactional and notice mails every 5 minutes (SPEC A4, A8, B7, B8, F3).
 
+Also runs when creation emits `automail_mails_created` (an import's confirmations go
+out within a minute); like the timed runs, only while ops have unpaused it.
+
 Starts paused: pending mails pile up for review until ops unpause it (A4). Nothing is
 sent while the global setting `mail_server_stopped` is on (first task short-circuits,
 and every batch checks again). A run recovers lapsed leases, claims due mails up to
@@ -13,13 +16,16 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, DeltaTriggerTimetable, task
+from automail_assets import MAILS_CREATED
 from automail_operators import SmtpSendOperator
 
 with DAG(
     dag_id="automail_send",
     description="Send due mails in batches (paused on creation; obeys mail_server_stopped)",
-    schedule=timedelta(minutes=5),
+    schedule=AssetOrTimeSchedule(
+        timetable=DeltaTriggerTimetable(timedelta(minutes=5)), assets=[MAILS_CREATED]
+    ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

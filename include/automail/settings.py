@@ -57,6 +57,13 @@ SETTINGS: dict[str, SettingSpec] = {
         True, "C4: default for new campaigns: same address twice -> newest customer only"
     ),
     "campaign_timezone": SettingSpec("Asia/Tokyo", "C8/C9: zone of allowed hours and quota months"),
+    "import_drop_location": SettingSpec(
+        "", "import: folder or URL (s3://…) holding <shop>/<kind>/*.csv; '' = var/import"
+    ),
+    "import_settle_seconds": SettingSpec(
+        5, "import: a dropped file is read once unchanged this long (still being copied?)"
+    ),
+    "import_chunk_rows": SettingSpec(50000, "import: rows checked and upserted per commit"),
 }
 
 

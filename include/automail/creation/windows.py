@@ -12,6 +12,10 @@ A run for the data interval [start, end) covers events with time < end and
 Events older than (switch-on - lookback) never get a mail: the kind was off then.
 Follow-up's event time is its due time, shipment confirmation + the follow-up delay.
 Creation is idempotent, so overlapping windows (reruns, backfills) are harmless.
+
+A run without a data interval (triggered by hand, or by the import's asset event)
+covers from the earliest `covered_until` of the switched-on kinds to now: see
+`run_interval`, the one place that decides it.
 """
 
 from __future__ import annotations
@@ -41,6 +45,27 @@ def lookback(session: Session, kind: str) -> timedelta:
 
 def follow_up_delay(session: Session) -> timedelta:
     return timedelta(minutes=settings.get(session, "follow_up_delay_minutes"))
+
+
+def run_interval(
+    session: Session, start: datetime | None, end: datetime | None, now: datetime
+) -> tuple[datetime, datetime]:
+    """The [start, end) a creation run covers.
+
+    A scheduled or backfill run: its data interval, exactly. A run without one (manual
+    trigger, or an asset event after an import): from the last covered time (the
+    earliest `covered_until` of the switched-on kinds) to `now`, so orders imported
+    since the last run get their mails now rather than at the next hour; each kind's
+    window still starts at its own coverage minus the overlap (`window_for`).
+    """
+    if start is not None and end is not None:
+        return start, end
+    from automail.creation.switches import enabled_kinds
+
+    covered = [smk.covered_until for _, smk in enabled_kinds(session) if smk.covered_until]
+    start = min(covered, default=now - timedelta(hours=1))
+    # Already covered up to now (a run a moment ago): still a valid, tiny interval.
+    return min(start, now - timedelta(seconds=1)), now
 
 
 def window_for(session: Session, smk: ShopMailKind, start: datetime, end: datetime) -> Window:

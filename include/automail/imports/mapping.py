@@ -205,8 +205,21 @@ def load_mapping(spec: str | Path | None, kind: str) -> Mapping:
 
 
 def mapping_from_text(text: str, name: str, kind: str) -> Mapping:
+    """TOML text; `preset = "next_engine_orders"` starts from a preset and overrides it."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise MappingError(f"mapping {name}: not valid TOML: {exc}") from exc
+    preset = data.pop("preset", None)
+    if preset is not None:
+        path = PRESETS / f"{preset}.toml"
+        if not path.is_file():
+            raise MappingError(
+                f"mapping {name}: preset {preset!r} unknown (presets: {', '.join(preset_names())})"
+            )
+        base = tomllib.loads(path.read_text(encoding="utf-8"))
+        for table in ("columns", "values"):
+            data[table] = base.get(table, {}) | data.get(table, {})
+        data = base | data
+        name = f"{name} (preset {preset})"
     return mapping_from_dict(data, name, kind)

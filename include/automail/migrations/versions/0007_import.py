@@ -28,6 +28,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("source_id", sa.String(length=100), nullable=True))
         batch.create_foreign_key("fk_shipments_shop_id_shops", "shops", ["shop_id"], ["id"])
         batch.create_index("uq_shipments_source", ["shop_id", "source_id"], unique=True)
+    op.create_index("ix_orders_customer", "orders", ["customer_id", "ordered_at", "id"])
     big_id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
     op.create_table(
         "import_files",
@@ -97,6 +98,7 @@ def downgrade() -> None:
     op.drop_index("ix_import_files_source", table_name="import_files")
     op.drop_index("ix_import_files_checksum", table_name="import_files")
     op.drop_table("import_files")
+    op.drop_index("ix_orders_customer", table_name="orders")
     with op.batch_alter_table("shipments") as batch:
         batch.drop_index("uq_shipments_source")
         batch.drop_constraint("fk_shipments_shop_id_shops", type_="foreignkey")
