@@ -254,14 +254,23 @@ def upsert_orders(conn: Connection, mapping: Mapping) -> tuple[set, set]:
     }
     for f, default in ORDER_INT_DEFAULTS.items():
         values[f] = func.coalesce(s.c[f], default) if f in mapped else literal(default)
+    prior = _prior_orders()
     if "purchase_count" not in mapped:
-        values["purchase_count"] = _purchase_count(c.c.id)
+        # The order's place in its customer's history, by (ordered_at, order number): the
+        # store's other orders come first (new orders are the newest, as a rule; an
+        # order arriving late is put right by renumber_purchases).
+        rank = func.row_number().over(
+            partition_by=[s.c.shop_id, s.c.customer_key],
+            order_by=[s.c.ordered_at, s.c.order_number],
+        )
+        values["purchase_count"] = func.coalesce(prior.c.n, 0) + rank
     for f in mapped:
         values.setdefault(f, s.c[f])
     src = (
         select(*values.values())
         .select_from(s)
         .join(c, and_(c.c.shop_id == s.c.shop_id, c.c.source_id == s.c.customer_key))
+        .outerjoin(prior, prior.c.customer_id == c.c.id)
         .where(true())
     )
     ins = _insert(conn)(o).from_select(list(values), src)
@@ -276,26 +285,24 @@ def upsert_orders(conn: Connection, mapping: Mapping) -> tuple[set, set]:
     return staged - existing, returned & existing
 
 
-def _purchase_count(customer_id):  # noqa: ANN001, ANN202
-    """A new order's place in its customer's history, by (ordered_at, order number):
-    earlier orders in the store (other than this chunk's) plus its rank among the
-    chunk's orders of that customer."""
-    s, o = STAGE, Order.__table__.alias("earlier")
+def _prior_orders():  # noqa: ANN202
+    """Per customer of the chunk: how many orders the store has that the chunk does not."""
+    s, o, c = STAGE, Order.__table__.alias("prior"), Customer.__table__.alias("cust")
     s2 = STAGE.alias("staged")
-    earlier = (
-        select(func.count())
-        .select_from(o)
+    customers = (
+        select(c.c.id)
+        .join(s, and_(c.c.shop_id == s.c.shop_id, c.c.source_id == s.c.customer_key))
+        .where(true())
+    )
+    return (
+        select(o.c.customer_id, func.count().label("n"))
         .where(
-            o.c.customer_id == customer_id,
-            tuple_(o.c.ordered_at, o.c.order_number) < tuple_(s.c.ordered_at, s.c.order_number),
+            o.c.customer_id.in_(customers),
             ~exists().where(s2.c.shop_id == o.c.shop_id, s2.c.order_number == o.c.order_number),
         )
-        .scalar_subquery()
+        .group_by(o.c.customer_id)
+        .subquery("prior_orders")
     )
-    rank = func.row_number().over(
-        partition_by=[s.c.shop_id, s.c.customer_key], order_by=[s.c.ordered_at, s.c.order_number]
-    )
-    return earlier + rank
 
 
 def _orders_join():  # noqa: ANN202
