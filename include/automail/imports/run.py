@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -229,7 +230,7 @@ def _run(
                 )
             )
             conn.commit()  # a chunk is durable on its own; the file is `done` only at the end
-            log.info("%s: %s", source, result.summary())
+            log.info("%s", result.summary())
         store.close_staging(conn)
         conn.commit()
     return result
@@ -308,11 +309,18 @@ def _store_rejects(conn: Any, file_id: int, rejects: list[tuple]) -> None:
         )
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _clip(value: object) -> str | None:
+    """The refused value as stored and shown: control characters made visible (\\x00;
+    PostgreSQL text cannot hold NUL), at most MAX_VALUE characters."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return None
     text = str(value)
-    return text if len(text) <= MAX_VALUE else f"{text[:MAX_VALUE]}… ({len(text)} characters)"
+    if len(text) > MAX_VALUE:
+        text = f"{text[:MAX_VALUE]}… ({len(text)} characters)"
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def rejects_of(engine: Engine, file_id: int) -> Iterator[tuple[int, str, str, str]]:
