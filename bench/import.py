@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import figures
@@ -121,7 +121,9 @@ def main() -> None:
         )
     if len(results) > 1:
         small, large = results[0], results[-1]
-        figures.emit("import_rss_growth_ratio", large["rss_peak_mb"] / small["rss_peak_mb"], "x", digits=2)
+        figures.emit(
+            "import_rss_growth_ratio", large["rss_peak_mb"] / small["rss_peak_mb"], "x", digits=2
+        )
 
 
 if __name__ == "__main__":

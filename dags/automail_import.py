@@ -57,7 +57,9 @@ with DAG(
             # Skipped, so no asset event: creation is not started for nothing.
             if summary["failed"]:
                 raise RuntimeError("; ".join(summary["failed"]))
-            raise AirflowSkipException(f"no order or shipment changed ({summary['imports']} imports)")
+            raise AirflowSkipException(
+                f"no order or shipment changed ({summary['imports']} imports)"
+            )
         return summary
 
     @task(trigger_rule="none_failed")

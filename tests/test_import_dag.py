@@ -117,7 +117,9 @@ def test_backfill_after_importing_a_historical_export(airflow_db, engine, sessio
                if i % 2 else "")
         for i in range(7)
     ]  # fmt: skip
-    result = import_file(engine, write_csv(tmp_path / "history.csv", rows), "orders", "tea", "next_engine_orders")
+    result = import_file(
+        engine, write_csv(tmp_path / "history.csv", rows), "orders", "tea", "next_engine_orders"
+    )
     assert result.inserted == 7
     dag = _load_dag("automail_create_transactional")
     hours = [start + k * HOUR for k in range(1, 5)]

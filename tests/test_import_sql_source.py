@@ -73,7 +73,10 @@ def test_incremental_pull_by_watermark(engine, session, shop_db, tmp_path):
     mapping.write_text(MAPPING, encoding="utf-8")
     _put(shop_db, [("S-bad", T0, "", "客", 1, T0)])  # no email: refused, kept
     minute = timedelta(minutes=1)
-    _put(shop_db, [(f"S-{i}", T0, f"s{i}@example.jp", "客", 100 + i, T0 + i * minute) for i in range(5)])
+    _put(
+        shop_db,
+        [(f"S-{i}", T0, f"s{i}@example.jp", "客", 100 + i, T0 + i * minute) for i in range(5)],
+    )
     source = add_source(
         engine, "tea", "orders", "shop_orders_db",
         "SELECT order_no, ordered, mail, buyer, amount, updated_at FROM shop_orders",
@@ -86,7 +89,10 @@ def test_incremental_pull_by_watermark(engine, session, shop_db, tmp_path):
 
     # One row changes later, one is new: only they and the boundary row (>=) are read.
     t1 = T0 + timedelta(hours=1)
-    _put(shop_db, [("S-1", T0, "s1@example.jp", "客", 999, t1), ("S-9", t1, "s9@example.jp", "客", 9, t1)])
+    _put(
+        shop_db,
+        [("S-1", T0, "s1@example.jp", "客", 999, t1), ("S-9", t1, "s9@example.jp", "客", 9, t1)],
+    )
     second = pull(engine, source)
     assert (second.read, second.inserted, second.updated, second.unchanged) == (3, 1, 1, 1)
     session.commit()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import csv
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from import_helpers import GOOD_ROWS, csv_text, ne_row, write_csv
 from sqlalchemy import func, select
 
 from automail.creation import create_transactional, set_kind
@@ -15,8 +15,6 @@ from automail.imports.mapping import MappingError, load_mapping
 from automail.models import Customer, ImportFile, ImportReject, Mail, Order, OrderLine, Shipment
 from automail.rendering import install_default_templates
 from automail.sample_data import make_shop
-
-from import_helpers import GOOD_ROWS, csv_text, ne_row, write_csv
 
 NE = "next_engine_orders"
 JST = timedelta(hours=9)
@@ -136,7 +134,9 @@ def test_redrop_imports_nothing_and_corrected_file_updates(engine, session, tmp_
     corrected = [list(r) for r in GOOD_ROWS]
     corrected[0][5], corrected[0][7] = "2026/11/22", "999900001111"
     corrected[2][12] = "4321"
-    result = import_file(engine, write_csv(tmp_path / "day1-fixed.csv", corrected), "orders", "tea", NE)
+    result = import_file(
+        engine, write_csv(tmp_path / "day1-fixed.csv", corrected), "orders", "tea", NE
+    )
     assert (result.read, result.inserted, result.updated, result.unchanged) == (3, 0, 2, 1)
     orders = _orders(session)
     assert orders["NE-3"].total == 4321
@@ -162,17 +162,23 @@ def test_wrong_encoding_fails_the_file_naming_the_first_bad_line(engine, session
     assert "not valid UTF-8" in result.error and "Shift_JIS (CP932)?" in result.error
     assert _count(session, Order) == 0
     # An ASCII header and one bad line further down: that line is named.
-    text = csv_text([["A-1", "2026-11-20T10:00:00+09:00", "x@example.jp"]] * 3, header=[
-        "order_number", "ordered_at", "customer_email"])
+    text = csv_text(
+        [["A-1", "2026-11-20T10:00:00+09:00", "x@example.jp"]] * 3,
+        header=["order_number", "ordered_at", "customer_email"],
+    )
     data = text.encode("ascii").replace(b"A-1", "受".encode("cp932"), 1)
     # UTF-8 for 様 then a comma: 98 2c is no CP932 character (much UTF-8 *is* valid CP932).
-    (tmp_path / "mixed.csv").write_bytes(data.replace(b"A-1", "様".encode("utf-8"), 1))
+    (tmp_path / "mixed.csv").write_bytes(data.replace(b"A-1", "様".encode(), 1))
     mapping = tmp_path / "m.toml"
     mapping.write_text(
         'kind = "orders"\nencoding = "cp932"\n[columns]\norder_number = "order_number"\n'
-        'ordered_at = "ordered_at"\ncustomer_email = "customer_email"\n', encoding="utf-8")
+        'ordered_at = "ordered_at"\ncustomer_email = "customer_email"\n',
+        encoding="utf-8",
+    )
     result = import_file(engine, tmp_path / "mixed.csv", "orders", "tea", str(mapping))
-    assert result.status == "failed" and "mixed.csv: line 3: bytes 98 2c at column 3" in result.error
+    assert (
+        result.status == "failed" and "mixed.csv: line 3: bytes 98 2c at column 3" in result.error
+    )
     assert _count(session, Order) == 0
 
 

@@ -1,6 +1,6 @@
 """Runs one import in its own process, so the fault suite can SIGKILL it mid-file.
 
-    python import_child.py URL CSV_PATH SHOP MAPPING CHUNK_ROWS
+python import_child.py URL CSV_PATH SHOP MAPPING CHUNK_ROWS
 """
 
 from __future__ import annotations

@@ -21,8 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--shop", help="shop code (rows may name their own shop if mapped)")
         p.add_argument(
             "--mapping",
-            help=f"preset ({', '.join(preset_names())}) or a TOML file; "
-            f"default automail_{kind}",
+            help=f"preset ({', '.join(preset_names())}) or a TOML file; default automail_{kind}",
         )
         p.add_argument("files", nargs="+", metavar="FILE", help="path or URL (s3://…)")
         p.set_defaults(func=_import, kind=kind)
@@ -50,9 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add.add_argument("--watermark-column", default="updated_at")
     add.add_argument("--mapping", help="preset or TOML file (default automail_<kind>)")
     add.set_defaults(func=_source_add)
-    srcs.add_parser("list", help="SQL sources and their watermarks").set_defaults(
-        func=_source_list
-    )
+    srcs.add_parser("list", help="SQL sources and their watermarks").set_defaults(func=_source_list)
     pull = cmds.add_parser("pull", help="pull every enabled SQL source now")
     pull.set_defaults(func=_pull)
 

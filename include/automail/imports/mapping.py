@@ -120,7 +120,9 @@ class Mapping:
     def for_header(self, header: list[str]) -> Mapping:
         """This mapping without the optional columns the file lacks."""
         present = set(header)
-        columns = {c: f for c, f in self.columns.items() if c in present or c not in self.optional_columns}
+        columns = {
+            c: f for c, f in self.columns.items() if c in present or c not in self.optional_columns
+        }
         return replace(self, columns=columns)
 
     @property
@@ -160,7 +162,9 @@ def mapping_from_dict(data: dict, name: str = "inline", kind: str | None = None)
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise MappingError(f"mapping {name}: timezone {tz!r} unknown") from exc
-    values = {str(f): {str(k): str(v) for k, v in m.items()} for f, m in data.get("values", {}).items()}
+    values = {
+        str(f): {str(k): str(v) for k, v in m.items()} for f, m in data.get("values", {}).items()
+    }
     bad = sorted(set(values) - set(fields))
     if bad:
         raise MappingError(f"mapping {name}: [values.{bad[0]}] names no {kind} field")

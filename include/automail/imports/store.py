@@ -39,7 +39,6 @@ from sqlalchemy import (
     select,
     text,
     true,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -137,7 +136,7 @@ def open_staging(conn: Connection) -> None:
 
 
 def _insert(conn: Connection):  # noqa: ANN202 (dialect-specific Insert)
-    return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def stage(conn: Connection, good: pd.DataFrame) -> None:
@@ -186,7 +185,9 @@ def take_duplicates(conn: Connection) -> list[tuple[int, str, int]]:
     if dups:
         conn.execute(delete(s).where(s.c.line.in_([d[0] for d in dups])))
     conn.execute(
-        SEEN.insert().from_select(["shop_id", "key", "line"], select(s.c.shop_id, s.c.key, s.c.line))
+        SEEN.insert().from_select(
+            ["shop_id", "key", "line"], select(s.c.shop_id, s.c.key, s.c.line)
+        )
     )
     return [tuple(d) for d in dups]
 

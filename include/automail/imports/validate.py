@@ -98,7 +98,7 @@ def check(
             out[name] = _bool(s, empty, column, rejects)
     out["shop_id"] = _shop(out, mapping, shops, default_shop_id, columns.get("shop", ""), rejects)
     if "customer_email" in out:
-        cid = out["customer_id"] if "customer_id" in out else None
+        cid = out.get("customer_id")
         out["customer_key"] = _customer_key(out["customer_email"], cid)
     key_field = KEY_FIELD[mapping.kind]
     fallback = KEY_FALLBACK.get(mapping.kind)
@@ -152,8 +152,10 @@ def _int(s: pd.Series, empty: np.ndarray, column: str, rejects: _Rejects) -> pd.
     out_of_range = ~empty & ~bad & (np.abs(np.nan_to_num(values)) > INT32)
     rejects.add(out_of_range, column, s, f"out of range (at most {INT32})")
     ok = ~empty & ~bad & ~out_of_range
-    return pd.Series(np.where(ok, np.nan_to_num(values), 0), index=s.index).astype("Int64").where(
-        ok, pd.NA
+    return (
+        pd.Series(np.where(ok, np.nan_to_num(values), 0), index=s.index)
+        .astype("Int64")
+        .where(ok, pd.NA)
     )
 
 
