@@ -1,4 +1,4 @@
-"""Import new order, customer and shipment data every 2 minutes (issue 15).
+"""Import new order, customer and shipment data every minute (issue 15).
 
 Two sources, both idempotent (upserts keyed by shop and source id):
 - the drop location (setting `import_drop_location`: a folder, default var/import, or
@@ -23,7 +23,7 @@ from automail_assets import ORDERS_CHANGED
 with DAG(
     dag_id="automail_import",
     description="Import orders, customers, shipments (drop folder, SQL sources)",
-    schedule=timedelta(minutes=2),
+    schedule=timedelta(minutes=1),  # with the asset chain: order to mail in ~1-2 min
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,  # one scanner at a time: a file is never read by two runs

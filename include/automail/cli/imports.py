@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 
 from sqlalchemy import select
 
@@ -93,10 +94,16 @@ def _rejects(args: argparse.Namespace) -> None:
         sys.stdout.write(rejects_csv(engine, file_id, source))
         return
     print(f"import #{file_id}: {source}")
-    print(f"{'line':>7}  {'column':<20} {'value':<24} reason")
+    print(f"{'line':>7}  {_pad('column', 20)} {_pad('value', 24)} reason")
     for line, column, value, reason in rejects_of(engine, file_id):
-        shown = value if len(value) <= 24 else value[:21] + "..."
-        print(f"{line:>7}  {column:<20} {shown!r:<24} {reason}")
+        shown = repr(value if len(value) <= 21 else value[:18] + "...")
+        print(f"{line:>7}  {_pad(column, 20)} {_pad(shown, 24)} {reason}")
+
+
+def _pad(text: str, width: int) -> str:
+    """Left-align in terminal columns: a CJK character takes two."""
+    used = sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    return text + " " * max(width - used, 1)
 
 
 def _files(args: argparse.Namespace) -> None:
