@@ -15,6 +15,7 @@ Asset -> send. Prints p50/p95/max seconds as JSON lines.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -125,13 +126,23 @@ def _arrivals(sink: Path) -> dict[str, float]:
     return got
 
 
-def main() -> None:
+def _run_types(home: Path) -> dict[str, set[str]]:
+    """DAG id -> the run types it ran (scheduled, asset_triggered, …), from Airflow's DB."""
+    import sqlite3
+
+    with sqlite3.connect(home / "airflow.db") as db:
+        rows = db.execute("SELECT dag_id, run_type FROM dag_run").fetchall()
+    types: dict[str, set[str]] = {}
+    for dag_id, run_type in rows:
+        types.setdefault(dag_id, set()).add(run_type)
+    return types
+
+
+def run_chain(orders: int, timeout: float = 900, keep: bool = False) -> dict:
+    """Drop `orders` orders with a real scheduler running; returns the latencies (s)
+    of their confirmations and the run types each DAG ran."""
     from automail.smtp_sink import free_port
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=100)
-    parser.add_argument("--timeout", type=float, default=900)
-    args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="automail-latency-"))
     procs: list[subprocess.Popen] = []
     try:
@@ -153,48 +164,54 @@ def main() -> None:
         ):  # fmt: skip
             log = (home / f"{name}.log").open("wb")
             procs.append(
-                subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True)  # fmt: skip
+                subprocess.Popen(
+                    cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )  # fmt: skip
             )
         deadline = time.monotonic() + 300
-        while True:
-            listed = _airflow(env, "dags", "list", "-o", "json")
-            if all(d in listed for d in DAGS):
-                break
+        while not all(d in _airflow(env, "dags", "list", "-o", "json") for d in DAGS):
             if time.monotonic() > deadline:
-                sys.exit(f"DAGs not parsed; see {home}/dag-processor.log")
+                raise RuntimeError(f"DAGs not parsed; see {home}/dag-processor.log")
             time.sleep(3)
         for dag in DAGS:
             _airflow(env, "dags", "unpause", dag)
         time.sleep(20)  # the unpaused DAGs' first runs (nothing to do yet)
-        t0 = _drop(home / "drop", args.orders, datetime.now(UTC).replace(microsecond=0))
-        want = {f"lat{i}@example.jp" for i in range(args.orders)}
-        deadline = time.monotonic() + args.timeout
-        while time.monotonic() < deadline:
+        t0 = _drop(home / "drop", orders, datetime.now(UTC).replace(microsecond=0))
+        want = {f"lat{i}@example.jp" for i in range(orders)}
+        deadline = time.monotonic() + timeout
+        got: dict[str, float] = {}
+        while time.monotonic() < deadline and len(got) < len(want):
             got = {to: at for to, at in _arrivals(sink).items() if to in want}
-            if len(got) == len(want):
-                break
             time.sleep(1)
-        else:
-            sys.exit(f"only {len(got)} of {len(want)} confirmations arrived; logs in {home}")
-        lat = sorted(at - t0 for at in got.values())
-        p95 = lat[max(0, int(len(lat) * 0.95) - 1)]
-        figures.emit("latency_order_to_mail_p50_s", statistics.median(lat), "s")
-        figures.emit("latency_order_to_mail_p95_s", p95, "s", 60.0, figures.lower_is_better(p95, 60.0))
-        figures.emit("latency_order_to_mail_max_s", lat[-1], "s")
+        if len(got) < len(want):
+            keep = True
+            raise RuntimeError(f"{len(got)} of {len(want)} confirmations arrived; logs in {home}")
+        return {"latencies": sorted(at - t0 for at in got.values()), "runs": _run_types(home)}
     finally:
         for proc in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in procs:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
-        if os.environ.get("KEEP_LATENCY_HOME") != "1":
+        if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=100)
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+    result = run_chain(args.orders, args.timeout, os.environ.get("KEEP_LATENCY_HOME") == "1")
+    lat = result["latencies"]
+    p95 = lat[max(0, int(len(lat) * 0.95) - 1)]
+    figures.emit("latency_order_to_mail_p50_s", statistics.median(lat), "s")
+    figures.emit("latency_order_to_mail_p95_s", p95, "s", 60.0, figures.lower_is_better(p95, 60.0))
+    figures.emit("latency_order_to_mail_max_s", lat[-1], "s")
+    print(f"# runs by type: {result['runs']}", file=sys.stderr)
 
 
 if __name__ == "__main__":
