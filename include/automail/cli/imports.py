@@ -73,7 +73,7 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _rejects(args: argparse.Namespace) -> None:
-    from automail.imports.run import rejects_csv, rejects_of
+    from automail.imports.run import rejects_of, write_rejects_csv
 
     engine = get_engine()
     with engine.connect() as conn:
@@ -91,7 +91,7 @@ def _rejects(args: argparse.Namespace) -> None:
                 return
     file_id, source = row
     if args.csv:
-        sys.stdout.write(rejects_csv(engine, file_id, source))
+        write_rejects_csv(engine, file_id, source, sys.stdout)
         return
     print(f"import #{file_id}: {source}")
     print(f"{'line':>7}  {_pad('column', 20)} {_pad('value', 24)} reason")

@@ -95,10 +95,6 @@ class Location:
     def sibling(self, name: str) -> Location:
         return Location(self.path.parent / name)
 
-    def write_text(self, text: str) -> None:
-        with self.path.open("w", encoding="utf-8-sig", newline="") as fh:
-            fh.write(text)
-
 
 def shop_ids(engine: Engine) -> dict[str, int]:
     with engine.connect() as conn:
@@ -339,19 +335,25 @@ def spreadsheet_safe(value: str) -> str:
     return "'" + value if value.startswith(FORMULA_START) else value
 
 
-def rejects_csv(engine: Engine, file_id: int, source: str) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf)
+def write_rejects_csv(engine: Engine, file_id: int, source: str, out: IO[str]) -> None:
+    """file, line, column, value, reason: streamed, however many rows were refused."""
+    writer = csv.writer(out)
     writer.writerow(["file", "line", "column", "value", "reason"])
     for line, column, value, reason in rejects_of(engine, file_id):
         writer.writerow([source, line, column, spreadsheet_safe(value), reason])
+
+
+def rejects_csv(engine: Engine, file_id: int, source: str) -> str:
+    buf = io.StringIO()
+    write_rejects_csv(engine, file_id, source, buf)
     return buf.getvalue()
 
 
 def _write_rejects_file(engine: Engine, file_id: int, loc: Location) -> str | None:
     target = loc.sibling(f"{loc.name}.rejects.csv")
     try:
-        target.write_text(rejects_csv(engine, file_id, loc.name))
+        with target.path.open("w", encoding="utf-8-sig", newline="") as fh:
+            write_rejects_csv(engine, file_id, loc.name, fh)
     except OSError as exc:  # a read-only drop location: the rejects table still has them
         log.warning("%s: rejects file not written (%s); see `automail import rejects`", loc, exc)
         return None
