@@ -101,3 +101,19 @@ def test_incremental_pull_by_watermark(engine, session, shop_db, tmp_path):
     assert session.scalar(select(ImportSqlSource.watermark)) == t1.isoformat()
     third = pull(engine, source)  # nothing new: the boundary rows come back unchanged
     assert (third.read, third.inserted, third.updated, third.unchanged) == (2, 0, 0, 2)
+
+
+def test_an_unreachable_source_fails_alone(engine, session, monkeypatch) -> None:
+    from automail.imports.sql_source import pull_all
+
+    make_shop(session, "tea")
+    session.commit()
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SHOP_DOWN",
+        json.dumps({"conn_type": "postgres", "host": "127.0.0.1", "port": 9, "schema": "x"}),
+    )
+    add_source(engine, "tea", "orders", "shop_down", "SELECT 1 AS updated_at")
+    [result] = pull_all(engine)
+    assert result.status == "failed" and "OperationalError" in result.error
+    session.commit()
+    assert session.scalar(select(ImportSqlSource.watermark)) is None

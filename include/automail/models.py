@@ -558,7 +558,8 @@ class ImportFile(Base):
     """One import of a file or of a SQL source pull: what, from where, with what result.
 
     `status` is `running` until the last chunk is committed, then `done` (or `failed`
-    with `error`); a re-drop of a file whose checksum is `done` imports nothing.
+    with `error`); a re-drop of a file whose checksum is `done` imports nothing and is
+    recorded as `skipped`, so the next scan of the drop folder does not read it again.
     """
 
     __tablename__ = "import_files"

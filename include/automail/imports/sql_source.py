@@ -15,6 +15,7 @@ repeated from the same point.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -29,6 +30,7 @@ from automail.imports.run import ImportResult, import_frames
 from automail.models import ImportSqlSource, Shop
 
 PULL_CHUNK = 50_000
+log = logging.getLogger(__name__)
 
 
 def source_engine(conn_id: str) -> Engine:
@@ -158,4 +160,12 @@ def pull_all(engine: Engine) -> list[ImportResult]:
                 .order_by(ImportSqlSource.id)
             )
         )
-    return [pull(engine, i) for i in ids]
+    results = []
+    for source_id in ids:
+        try:
+            results.append(pull(engine, source_id))
+        except Exception as exc:  # one unreachable shop DB must not stop the others
+            log.exception("sql source %s failed", source_id)
+            error = f"sql source #{source_id}: {type(exc).__name__}: {exc}"
+            results.append(ImportResult(f"sql source #{source_id}", "?", "failed", error=error))
+    return results
