@@ -1,13 +1,15 @@
 """Creates order-confirmation, shipping-notice and follow-up mails from orders and
-shipments, hourly. Never sends: the mails wait as `unsent` for review and for
-`automail_send`.
+shipments: hourly, and within a minute of an import that changed orders or shipments.
+Never sends: the mails wait as `unsent` for review and for `automail_send`.
 
 **What it does.** A run makes one job per shop and switched-on kind
 (`automail kinds enable`), creates the mails in parallel partitions (mapped
-`create_partition` tasks any worker can run) and records how far each kind is covered.
-A scheduled run covers its hour; a run started by hand (▷ Trigger, `airflow dags
-trigger`) covers from where coverage stopped up to now. A kind's first run looks back
-(1 week for order confirmations and shipping notices, 3 months for follow-ups).
+`create_partition` tasks, `CreateMailsOperator`, any worker) and records how far each
+kind is covered. A scheduled run covers its hour; a run started by hand (▷ Trigger,
+`airflow dags trigger`) or by `automail_import` (the Asset `automail_orders_changed`)
+covers from where coverage stopped up to now. A kind's first run looks back (1 week
+for order confirmations and shipping notices, 3 months for follow-ups). When it
+created mails it emits `automail_mails_created`, which `automail_send` follows.
 
 **When to unpause it.** First of all the DAGs, once the kinds are switched on per shop.
 Sending stays off until `automail_send` is unpaused.
@@ -21,13 +23,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from airflow.sdk import DAG, CronDataIntervalTimetable, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronDataIntervalTimetable, task
+from automail_assets import MAILS_CREATED, ORDERS_CHANGED
+from automail_operators import CreateMailsOperator
 
 with DAG(
     dag_id="automail_create_transactional",
     description="Create transactional mails from orders and shipments (never sends)",
-    # Interval timetable: each run owns [start, end), which backfill relies on.
-    schedule=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+    # Interval timetable: each scheduled run owns [start, end), which backfill relies on.
+    schedule=AssetOrTimeSchedule(
+        timetable=CronDataIntervalTimetable("0 * * * *", timezone="UTC"),
+        assets=[ORDERS_CHANGED],
+    ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     is_paused_upon_creation=True,
@@ -54,28 +61,6 @@ with DAG(
     def partitions_of(plan: dict) -> list[int]:
         return list(range(plan["partitions"])) if plan["jobs"] else []
 
-    @task
-    def create_partition(partition: int, plan: dict, run_id=None) -> dict:  # noqa: ANN001
-        from automail.creation.create import CreationReport, job_from_dict, run_job
-        from automail.db import session_scope
-        from automail.rendering import Renderer
-
-        report = CreationReport()
-        with session_scope() as session:
-            renderer = Renderer(session)
-            for job in map(job_from_dict, plan["jobs"]):
-                report.merge(
-                    run_job(
-                        session,
-                        job,
-                        run_id or "manual",
-                        partition=partition,
-                        partitions=plan["partitions"],
-                        renderer=renderer,
-                    )
-                )
-        return {"created": report.created, "held": report.held}
-
     @task(trigger_rule="none_failed")
     def finish_run(plan: dict, reports) -> dict:  # noqa: ANN001
         from automail.creation.create import finish, job_from_dict
@@ -90,6 +75,17 @@ with DAG(
                 created[key] = created.get(key, 0) + n
         return {"created": created, "total": sum(created.values())}
 
+    @task(outlets=[MAILS_CREATED])
+    def announce(summary: dict) -> int:
+        """Emit the asset only when there is something new to send."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not summary["total"]:
+            raise AirflowSkipException("no new mails: the send DAG is not triggered")
+        return summary["total"]
+
     planned = plan_jobs()
-    reports = create_partition.partial(plan=planned).expand(partition=partitions_of(planned))
-    finish_run(planned, reports)
+    reports = CreateMailsOperator.partial(task_id="create_partition", plan=planned).expand(
+        partition=partitions_of(planned)
+    )
+    announce(finish_run(planned, reports.output))

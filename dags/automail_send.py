@@ -9,7 +9,9 @@ many at once as the pool `automail_smtp` has slots, one reused SMTP connection e
 
 **When to unpause it.** After creation has run and reviewers have pruned the pending
 queue (Browse → Mail data). It starts paused. The first run starts within seconds of
-unpausing, then one every 5 minutes; a run sends what is due at that moment.
+unpausing, then one every 5 minutes and whenever creation emits
+`automail_mails_created` (an import's confirmations go out within a minute); a run
+sends what is due at that moment.
 
 **What it never does.** It never sends while the setting `mail_server_stopped` is on
 (`automail settings set mail_server_stopped true`: checked before the run and by every
@@ -23,7 +25,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from airflow.sdk import DAG, task
+from airflow.sdk import DAG, AssetOrTimeSchedule, DeltaTriggerTimetable, task
+from automail_assets import MAILS_CREATED
 from automail_operators import SmtpSendOperator
 
 SEND_EVERY = timedelta(minutes=5)  # the schedule; per-domain allowances scale with it
@@ -31,7 +34,9 @@ SEND_EVERY = timedelta(minutes=5)  # the schedule; per-domain allowances scale w
 with DAG(
     dag_id="automail_send",
     description="START SENDING HERE: sends due mails in batches (paused at first; obeys mail_server_stopped)",
-    schedule=SEND_EVERY,
+    schedule=AssetOrTimeSchedule(
+        timetable=DeltaTriggerTimetable(SEND_EVERY), assets=[MAILS_CREATED]
+    ),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,

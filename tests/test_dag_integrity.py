@@ -16,6 +16,7 @@ EXPECTED = {
     "automail_step_mails",
     "automail_bounces",
     "automail_maintenance",
+    "automail_import",
 }
 
 

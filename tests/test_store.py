@@ -126,9 +126,9 @@ def test_settings_defaults_and_typed_updates(session: Session) -> None:
         settings.get(session, "no_such")
 
 
-def test_seed_demo_is_valid_shop_data(session: Session) -> None:
+def test_seed_demo_is_valid_shop_data(session: Session, tmp_path) -> None:  # noqa: ANN001
     now = datetime(2026, 11, 1, tzinfo=UTC)
-    counts = seed_demo(session, customers_per_shop=300, orders_per_shop=400, now=now)
+    counts = seed_demo(session, 300, 400, now=now, folder=tmp_path)
     session.commit()
     assert counts.shops == 3 and counts.customers == 900 and counts.orders == 1200
     assert session.scalar(select(func.count()).select_from(Order)) == 1200
@@ -148,4 +148,4 @@ def test_seed_demo_is_valid_shop_data(session: Session) -> None:
     ).all()
     assert {m for _, m in firsts} == {1}
     with pytest.raises(ValueError, match="already has shops"):
-        seed_demo(session, now=now)
+        seed_demo(session, now=now, folder=tmp_path)

@@ -155,6 +155,8 @@ class Customer(Base):
     address_reason: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     coupon_code: Mapped[str | None] = mapped_column(String(64))
+    # 0007 (import): the shop system's customer id, or the lower-cased email (see imports).
+    source_id: Mapped[str | None] = mapped_column(String(320))
 
 
 class Order(Base):
@@ -201,6 +203,9 @@ class Shipment(Base):
     carrier: Mapped[str] = mapped_column(String(64))
     tracking_number: Mapped[str | None] = mapped_column(String(64))
     confirmed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # 0007 (import): the shop system's shipment id (default: its order number).
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id"))
+    source_id: Mapped[str | None] = mapped_column(String(100))
 
 
 class ShopMailKind(Base):
@@ -582,3 +587,77 @@ class DomainBackoff(Base):
     since: Mapped[datetime] = mapped_column(UtcDateTime())
     until: Mapped[datetime] = mapped_column(UtcDateTime())
     reason: Mapped[str] = mapped_column(Text)
+
+
+# 0010 (import): imported rows are upserted by (shop, source id); NULLs never collide,
+# so rows made without a source id (tests, staff) are unaffected.
+Index("uq_customers_source", Customer.shop_id, Customer.source_id, unique=True)
+Index("uq_shipments_source", Shipment.shop_id, Shipment.source_id, unique=True)
+# A customer's orders in time order: purchase_count (A5 stage) at import.
+Index("ix_orders_customer", Order.customer_id, Order.ordered_at, Order.id)
+
+
+class ImportFile(Base):
+    """One import of a file or of a SQL source pull: what, from where, with what result.
+
+    `status` is `running` until the last chunk is committed, then `done` (or `failed`
+    with `error`); a re-drop of a file whose checksum is `done` imports nothing and is
+    recorded as `skipped`, so the next scan of the drop folder does not read it again.
+    """
+
+    __tablename__ = "import_files"
+    __table_args__ = (
+        Index("ix_import_files_checksum", "kind", "checksum"),
+        Index("ix_import_files_source", "source", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # orders | customers | shipments
+    source: Mapped[str] = mapped_column(String(1000))  # path, URL or sql:<conn id>
+    checksum: Mapped[str | None] = mapped_column(String(64))  # sha256 of the bytes
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    modified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    mapping: Mapped[str | None] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    rejects_path: Mapped[str | None] = mapped_column(String(1000))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ImportReject(Base):
+    """A row an import refused: where (file, line, column), what value and why."""
+
+    __tablename__ = "import_rejects"
+    __table_args__ = (Index("ix_import_rejects_file", "import_file_id", "line"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    import_file_id: Mapped[int] = mapped_column(ForeignKey("import_files.id"))
+    line: Mapped[int] = mapped_column(Integer)
+    column: Mapped[str | None] = mapped_column(String(200))
+    value: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class ImportSqlSource(Base):
+    """A shop's SQL source: an Airflow connection and a query, pulled incrementally."""
+
+    __tablename__ = "import_sql_sources"
+    __table_args__ = (UniqueConstraint("shop_id", "kind", "conn_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    conn_id: Mapped[str] = mapped_column(String(250))
+    query: Mapped[str] = mapped_column(Text)
+    watermark_column: Mapped[str] = mapped_column(String(100), default="updated_at")
+    watermark: Mapped[str | None] = mapped_column(String(64))  # ISO value last seen
+    mapping: Mapped[str | None] = mapped_column(String(1000))  # preset name or file
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_pulled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())

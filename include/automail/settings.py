@@ -173,6 +173,17 @@ SETTINGS: dict[str, SettingSpec] = {
     "campaign_timezone": SettingSpec(
         "Asia/Tokyo", "C8/C9: zone of allowed hours and quota months", time_zone
     ),
+    "import_drop_location": SettingSpec(
+        "", "import: folder or URL (s3://…) holding <shop>/<kind>/*.csv; '' = var/import"
+    ),
+    "import_settle_seconds": SettingSpec(
+        5,
+        "import: a dropped file is read once unchanged this long (still being copied?)",
+        between(0, 3600),
+    ),
+    "import_chunk_rows": SettingSpec(
+        50000, "import: rows checked and upserted per commit", between(100, 1_000_000)
+    ),
 }
 
 

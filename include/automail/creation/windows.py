@@ -15,6 +15,10 @@ where each kind's coverage stopped (or its lookback on a first run) — see run_
 Events older than (switch-on - lookback) never get a mail: the kind was off then.
 Follow-up's event time is its due time, shipment confirmation + the follow-up delay.
 Creation is idempotent, so overlapping windows (reruns, backfills) are harmless.
+
+A run without a data interval (triggered by hand, or by the import's asset event)
+covers from the earliest `covered_until` of the switched-on kinds to now: see
+`run_interval`, the one place that decides it.
 """
 
 from __future__ import annotations
