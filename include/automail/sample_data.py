@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from automail.models import Customer, Order, OrderLine, Shipment, Shop
@@ -348,6 +348,7 @@ def seed_demo(
         make_shop(session, code, name, return_path=f"bounces@{code}.example.jp")
     session.commit()
     engine = session.get_bind()
+    assert isinstance(engine, Engine)  # a session on an engine, not a pinned connection
     folder = Path(folder or drop_root(engine))
     files = write_demo_files(folder, customers_per_shop, orders_per_shop, now, seed)
     customers = orders = 0
@@ -363,4 +364,4 @@ def seed_demo(
     bad = session.scalar(
         select(func.count()).select_from(Customer).where(Customer.email.in_(BAD_ADDRESSES))
     )
-    return DemoCounts(len(DEMO_SHOPS), customers, orders, shipments, bad)
+    return DemoCounts(len(DEMO_SHOPS), customers, orders, shipments or 0, bad or 0)

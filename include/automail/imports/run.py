@@ -408,7 +408,7 @@ def _begin(
             source, kind, shop, mapping, status="running", checksum=checksum, size=size,
             modified_at=mtime,
         )  # fmt: skip
-        return int(conn.execute(insert(ImportFile).values(row).returning(ImportFile.id)).scalar())
+        return conn.execute(insert(ImportFile).values(row).returning(ImportFile.id)).scalar_one()
 
 
 def _finish(engine: Engine, file_id: int, result: ImportResult) -> None:

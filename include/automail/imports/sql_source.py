@@ -109,7 +109,7 @@ def pull(engine: Engine, source_id: int, src_engine: Engine | None = None) -> Im
         src = session.get(ImportSqlSource, source_id)
         if src is None:
             raise LookupError(f"sql source: no source {source_id}")
-        shop_code = session.get(Shop, src.shop_id).code
+        shop_code = session.get_one(Shop, src.shop_id).code
     mapping = load_mapping(src.mapping, src.kind)
     own = src_engine is None
     src_engine = src_engine or source_engine(src.conn_id)
@@ -143,7 +143,7 @@ def pull(engine: Engine, source_id: int, src_engine: Engine | None = None) -> Im
         if own:
             src_engine.dispose()
     with session_scope(engine) as session:
-        row = session.get(ImportSqlSource, source_id)
+        row = session.get_one(ImportSqlSource, source_id)
         row.last_pulled_at = datetime.now(UTC)
         if result.status == "done" and high:
             top = max(high)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,7 +156,9 @@ def stage(conn: Connection, good: pd.DataFrame) -> None:
         buf = io.StringIO()
         frame.to_csv(buf, header=False, index=False)
         buf.seek(0)
-        cursor = conn.connection.dbapi_connection.cursor()
+        dbapi = conn.connection.dbapi_connection
+        assert dbapi is not None  # a live connection inside the transaction
+        cursor = dbapi.cursor()
         cols = ", ".join(f'"{c}"' for c in STAGE_COLUMNS)
         cursor.copy_expert(f"COPY import_stage ({cols}) FROM STDIN WITH (FORMAT csv)", buf)
         cursor.close()
@@ -213,7 +216,7 @@ def upsert_customers(conn: Connection, mapping: Mapping) -> tuple:
         )
     )
     signed_up = func.coalesce(s.c.signed_up_at, func.current_timestamp())
-    values = {
+    values: dict[str, Any] = {
         "shop_id": s.c.shop_id,
         "source_id": s.c.customer_key,
         "email": s.c.customer_email,
@@ -248,7 +251,7 @@ def upsert_orders(conn: Connection, mapping: Mapping) -> tuple[set, set]:
         )
     )
     mapped = [f for f in ORDER_FIELDS if mapping.has(f)]
-    values = {
+    values: dict[str, Any] = {
         "shop_id": s.c.shop_id,
         "customer_id": c.c.id,
         "order_number": s.c.order_number,

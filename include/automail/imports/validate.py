@@ -114,9 +114,9 @@ def check(
     dup = good.duplicated(["shop_id", "key"], keep="first").to_numpy()
     if dup.any():
         first = good.groupby(["shop_id", "key"], sort=False)["line"].transform("first")
-        key_col = columns.get(key_field) or columns[fallback]
+        key_col = columns.get(key_field) or columns[fallback or key_field]
         values = good["key"]
-        reason = "duplicate " + (key_field if key_field in columns else fallback)
+        reason = "duplicate " + (key_field if key_field in columns else str(fallback))
         reasons = reason + " in this file: first at line " + first.astype(str)
         sub = _Rejects(good["line"])
         sub.add(dup, key_col, values, reasons)
@@ -205,9 +205,8 @@ def _bool(s: pd.Series, empty: np.ndarray, column: str, rejects: _Rejects) -> pd
     yes = low.isin(TRUE).to_numpy()
     no = low.isin(FALSE).to_numpy()
     rejects.add(~empty & ~yes & ~no, column, s, "not yes/no (true/false, 1/0, はい/いいえ)")
-    return pd.Series(np.where(yes, True, np.where(no, False, None)), index=s.index).astype(
-        "boolean"
-    )
+    flags = np.where(yes, True, np.where(no, False, None))  # type: ignore[call-overload]
+    return pd.Series(flags, index=s.index).astype("boolean")
 
 
 def _shop(
