@@ -31,6 +31,7 @@ from automail.campaigns.mailing import MarketingMailer, create_mails
 from automail.db import take_write_lock
 from automail.models import Campaign, CampaignCategory, Mail, MailEvent, Shop, Template
 from automail.states import CAMPAIGN, CANCELLED, ERROR, HELD, SENT, UNSENT
+from automail.tracking.links import tracker_for
 
 ACTIVE = ("scheduled", "preparing", "sending", "sent", "counting")
 RECOUNT_DAYS = 7  # late bounces (DSNs) keep changing the counts for about a week
@@ -133,7 +134,10 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
     tz = settings.get(session, "campaign_timezone")
     ids = audience.campaign_audience(session, campaign, tz)
     shop = session.get(Shop, campaign.shop_id)
-    mailer = MarketingMailer(session, shop, CompiledContent(subject, body, fmt, campaign.signature))
+    source = body + "\n" + (campaign.signature or "")
+    tracker = tracker_for(session, "campaign", campaign.id, source, fmt, campaign)
+    compiled = CompiledContent(subject, body, fmt, campaign.signature)
+    mailer = MarketingMailer(session, shop, compiled, tracker)
     hold = now + timedelta(days=3650)  # not claimable until this DAG releases it (gate below)
     created = create_mails(
         session,

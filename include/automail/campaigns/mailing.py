@@ -25,6 +25,8 @@ from automail.campaigns.unsubscribe import (
     secret_key,
 )
 from automail.models import Customer, Mail, Shop
+from automail.tracking.links import Tracker
+from automail.tracking.tokens import ref_from_source_key
 
 CHUNK = 2000
 RECIPIENT_COLUMNS = (
@@ -62,9 +64,16 @@ def iter_recipients(session: Session, ids: Select) -> Iterator[list[Any]]:
 class MarketingMailer:
     """Builds marketing mail rows of one shop: merge fields + unsubscribe link/headers."""
 
-    def __init__(self, session: Session, shop: Shop, compiled: CompiledContent):
+    def __init__(
+        self,
+        session: Session,
+        shop: Shop,
+        compiled: CompiledContent,
+        tracker: Tracker | None = None,
+    ):
         self.shop = shop
         self.compiled = compiled
+        self.tracker = tracker  # opens/clicks (automail.tracking), None when off
         self.key = secret_key()
         self.base = str(settings.get(session, "public_base_url")).rstrip("/")
         self.mailto = shop.reply_to
@@ -77,6 +86,8 @@ class MarketingMailer:
     ) -> dict:
         url = self.unsubscribe_url(customer.id)
         content = self.compiled.render(context_for(self.shop, customer, url))
+        if self.tracker is not None:
+            content = self.tracker.apply(content, ref_from_source_key(source_key))
         return {
             "shop_id": self.shop.id,
             "kind": kind,

@@ -56,14 +56,15 @@ def secret_key() -> bytes:
     return key.encode()
 
 
-def _sign(payload: str, key: bytes) -> str:
+def sign(payload: str, key: bytes) -> str:
+    """HMAC-SHA256 of payload, URL-safe base64: the one signer of public links."""
     digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
     return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
 
 def make_token(shop_id: int, customer_id: int, key: bytes | None = None) -> str:
     payload = f"{VERSION}.{int(shop_id)}.{int(customer_id)}"
-    return f"{payload}.{_sign(payload, key or secret_key())}"
+    return f"{payload}.{sign(payload, key or secret_key())}"
 
 
 def verify_token(token: str, key: bytes | None = None) -> tuple[int, int]:
@@ -71,7 +72,7 @@ def verify_token(token: str, key: bytes | None = None) -> tuple[int, int]:
     parts = (token or "").split(".")
     if len(parts) != 4 or parts[0] != VERSION or not parts[1].isdigit() or not parts[2].isdigit():
         raise BadToken(f"token: {token[:80]!r} is not an unsubscribe token", 400)
-    expected = _sign(".".join(parts[:3]), key or secret_key())
+    expected = sign(".".join(parts[:3]), key or secret_key())
     if not hmac.compare_digest(expected, parts[3]):
         raise BadToken("token: signature does not match (forged or altered link)", 403)
     return int(parts[1]), int(parts[2])
