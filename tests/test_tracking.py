@@ -382,3 +382,24 @@ def test_sequence_report_per_step(session: Session) -> None:
     assert "/automail-public/c/t1.s" in mail.body_html and "/automail-public/o/" in mail.body_html
     report = sequence_report(session, seq.id)
     assert [r.label for r in report.rows] == ["#1 +0m ようこそ"] and len(report.links) == 1
+
+
+def test_cli_report_csv_and_resend(session: Session, client: TestClient, capsys, tmp_path) -> None:  # noqa: ANN001
+    from automail.cli import main
+
+    campaign, mails = sent_campaign(session, customers=2)
+    campaign.status = "counted"
+    session.commit()
+    client.get(PIXEL.findall(mails[0].body_html)[0], headers={"user-agent": BROWSER})
+    _flush(client)
+    assert main(["campaigns", "report", str(campaign.id)]) == 0
+    out = capsys.readouterr().out
+    assert "open rate      50.0%" in out and "cannot be counted" in out
+    assert main(["campaigns", "report", str(campaign.id), "--csv", "-"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("row,label") and rows[1].startswith("total,夏のセール")
+    assert len([r for r in rows if r.startswith("link,")]) == 3
+    assert main(["campaigns", "report", "999"]) == 2
+    assert "campaign_id: no campaign 999" in capsys.readouterr().err
+    assert main(["campaigns", "resend-non-openers", str(campaign.id)]) == 0
+    assert "fixed list of 1 customers frozen" in capsys.readouterr().out
