@@ -5,6 +5,7 @@ figures, audience filters, resend to non-openers, and sequences started by a cli
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -34,8 +35,10 @@ PIXEL = re.compile(r'<img src="http://127\.0\.0\.1:8080/automail-public(/o/[^"]+
 
 
 @pytest.fixture
-def client(engine) -> TestClient:  # noqa: ANN001
-    return TestClient(create_app(session_factory(engine)), follow_redirects=False)
+def client(engine) -> Iterator[TestClient]:  # noqa: ANN001
+    client = TestClient(create_app(session_factory(engine)), follow_redirects=False)
+    yield client
+    client.app.state.tracking.close()  # no late write into the next test's store
 
 
 def _flush(client: TestClient) -> None:

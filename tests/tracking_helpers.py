@@ -35,13 +35,14 @@ def sent_campaign(
     base_url: str = "http://127.0.0.1:8080",
     sent_at: datetime | None = None,
     body: str = BODY,
+    shop_code: str = "tea",
     **kw,
 ) -> tuple[Campaign, list[Mail]]:
     """A tracked HTML campaign whose mails are rendered and marked sent at `sent_at`."""
     settings.put(session, "public_base_url", base_url)
-    shop = make_shop(session)
+    shop = make_shop(session, code=shop_code)
     for i in range(customers):
-        make_customer(session, shop, f"c{i}@example.jp", name=f"顧客{i}")
+        make_customer(session, shop, f"c{i}.{shop_code}@example.jp", name=f"顧客{i}")
     args = {
         "shop_id": shop.id,
         "name": "夏のセール",

@@ -12,7 +12,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -60,6 +61,7 @@ class HitRecorder:
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self._shops: dict[tuple[str, int], int | None] = {}
 
     # ------------------------------------------------------------ request side
@@ -81,13 +83,23 @@ class HitRecorder:
             self._thread = threading.Thread(target=self._loop, name="automail-hits", daemon=True)
             self._thread.start()
 
+    def close(self) -> None:
+        """Stop the writer thread after a last flush (app shutdown, test teardown)."""
+        self._stop.set()
+        self.flush()
+
     def _loop(self) -> None:
-        stop = threading.Event()
-        while not stop.wait(self.interval):
+        while not self._stop.wait(self.interval):
             try:
                 self.flush()
             except Exception:  # the store is down: keep the hits, try again next tick
                 log.exception("tracking: writing hits failed; retrying")
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No writes while inside (hits only buffer): a store outage, as tests see it."""
+        with self._flush_lock:
+            yield
 
     # ------------------------------------------------------------ writer side
     def flush(self) -> int:

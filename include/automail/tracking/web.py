@@ -62,6 +62,7 @@ def tracking_router(session_factory: Callable[[], Session]) -> APIRouter:
     recorder = HitRecorder(session_factory)
     links = LinkCache(session_factory)
     router.recorder = recorder  # type: ignore[attr-defined]  (tests flush it)
+    router.add_event_handler("shutdown", recorder.close)
 
     def agent(request: Request) -> str:
         client = request.client.host if request.client else None
