@@ -244,7 +244,12 @@ def _screenshot(page, engine, mails, campaign_id, server, tmp_path) -> None:  # 
         rows.append(dict(kind="open", link_id=None, at=opened, mail=mail))
         if i % 3 == 0:
             rows.append(
-                dict(kind="click", link_id=1 + (i // 3) % 3, at=opened + timedelta(minutes=2), mail=mail)
+                dict(
+                    kind="click",
+                    link_id=1 + (i // 3) % 3,
+                    at=opened + timedelta(minutes=2),
+                    mail=mail,
+                )
             )
     with session_factory(engine)() as s, s.begin():
         for r in rows:

@@ -26,7 +26,7 @@ from automail.tracking.links import Tracker, TrackingOptions
 from automail.tracking.machine import Hit, classify, ua_class
 from automail.tracking.report import campaign_report, report_csv, sequence_report
 from automail.tracking.resend import resend_to_non_openers
-from automail.tracking.tokens import BadToken, MailRef, make_token, verify_token
+from automail.tracking.tokens import BadToken, MailRef, click_token, mail_token, verify_click
 
 BROWSER = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 # The app is mounted at /automail-public by the plugin; TestClient talks to it directly.
@@ -60,7 +60,7 @@ def test_links_rewritten_to_signed_redirects_and_a_pixel(session: Session) -> No
     assert "mailto:help@example.jp" in html and "/automail-public/unsubscribe?t=" in html
     assert "shop.example.jp" not in html  # every literal link now goes through the redirect
     assert html.index("/automail-public/o/") < html.index("</body>")
-    tokens = {verify_token(t.rsplit("/", 1)[1])[0] for t in CLICK.findall(html)}
+    tokens = {verify_click(t.rsplit("/", 1)[1])[0] for t in CLICK.findall(html)}
     assert tokens == {MailRef("campaign", campaign.id, mails[0].customer_id)}
     # Another recipient's links carry their own tokens.
     assert CLICK.findall(mails[1].body_html)[0] != CLICK.findall(html)[0]
@@ -84,7 +84,8 @@ def test_text_links_rewritten_only_when_asked(session: Session) -> None:
         Content("s", "見て https://shop.example.jp/new。", None), MailRef("campaign", 99, 1)
     )
     assert re.search(
-        r"見て http://127\.0\.0\.1:8080/automail-public/c/t1\.c99-1\.\d+\.\S+。", out.body_text
+        r"見て http://127\.0\.0\.1:8080/automail-public/c/t1\.c99-1\.[\w-]{43}\.\d+\.[\w-]{43}。",
+        out.body_text,
     )
 
 
@@ -117,12 +118,12 @@ def test_forged_altered_or_foreign_tokens_are_404_and_counted_nowhere(
     campaign, mails = sent_campaign(session)
     click = CLICK.findall(mails[0].body_html)[0]
     token = click.rsplit("/", 1)[1]
-    ref, link_id = verify_token(token)
+    ref, link_id = verify_click(token)
     altered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
-    forged = make_token(ref, link_id, key=b"someone-elses-secret-key")
+    forged = click_token(ref, link_id, key=b"someone-elses-secret-key")
     moved = token.replace(f"-{ref.customer_id}.", f"-{ref.customer_id + 1}.", 1)
-    foreign = make_token(MailRef("campaign", campaign.id + 1, ref.customer_id), link_id)
-    as_open = make_token(ref, 0)
+    foreign = click_token(MailRef("campaign", campaign.id + 1, ref.customer_id), link_id)
+    as_open = mail_token(ref)
     for bad in (altered, forged, moved, foreign, "t1.c1-1.1.x", "", "../../etc/passwd"):
         assert client.get(f"/automail-public/c/{bad}").status_code == 404, bad
     assert client.get(f"/automail-public/c/{as_open}").status_code == 404
@@ -130,7 +131,7 @@ def test_forged_altered_or_foreign_tokens_are_404_and_counted_nowhere(
     _flush(client)
     assert _hits(session) == []
     with pytest.raises(BadToken):
-        verify_token(altered)
+        verify_click(altered)
 
 
 def test_editing_the_template_never_breaks_an_old_redirect(

@@ -37,7 +37,7 @@ from automail.db import session_factory
 from automail.models import TrackingHit, TrackingLink
 from automail.tracking.links import safe_target, url_hash
 from automail.tracking.report import campaign_report
-from automail.tracking.tokens import MailRef, make_token, verify_token
+from automail.tracking.tokens import MailRef, click_token, link_part, mail_token, verify_click
 
 SCALE = float(os.environ.get("FAULTS_EXAMPLES_SCALE", "1") or 1)
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
@@ -92,7 +92,7 @@ def test_forged_altered_and_foreign_tokens_are_never_counted(
     other, other_mails = sent_campaign(session, customers=1, shop_code="other")
     click = CLICK.findall(mails[0].body_html)[0]
     token = click.rsplit("/", 1)[1]
-    ref, link_id = verify_token(token)
+    ref, link_id = verify_click(token)
     other_link = links_of(session, other)[URLS[0]]
     tries: list[str] = []
     alphabet = string.ascii_letters + string.digits + "-_."
@@ -101,21 +101,22 @@ def test_forged_altered_and_foreign_tokens_are_never_counted(
             token[:i] + alphabet[(alphabet.index(ch) + 7) % len(alphabet)] + token[i + 1 :]
         )
     tries += [
-        make_token(ref, link_id, key=b"not-the-shop-secret-key"),
-        make_token(MailRef("campaign", other.id, ref.customer_id), link_id, key=b"x" * 16),
+        click_token(ref, link_id, key=b"not-the-shop-secret-key"),
+        click_token(MailRef("campaign", other.id, ref.customer_id), link_id, key=b"x" * 16),
         token.replace(f".{link_id}.", f".{other_link}.", 1),  # another campaign's link id
-        make_token(ref, other_link)[:-3] + "abc",
+        click_token(ref, other_link)[:-3] + "abc",
+        f"{mail_token(ref)}.{link_part('campaign', other.id, other_link)}",  # recombined
         token + "A",
         token[:-1],
         token.replace("t1.", "v1.", 1),
     ]
     # A genuine signature over another campaign's link: still refused (link scope check).
-    foreign = make_token(ref, other_link)
+    foreign = click_token(ref, other_link)
     statuses = [client.get(f"/c/{t}").status_code for t in tries]
     statuses += [client.get(f"/o/{t}").status_code for t in tries]
     statuses.append(client.get(f"/c/{foreign}").status_code)
     statuses.append(client.get(f"/o/{token}").status_code)  # a click token at the pixel
-    statuses.append(client.get(f"/c/{make_token(ref, 0)}").status_code)  # pixel at the redirect
+    statuses.append(client.get(f"/c/{mail_token(ref)}").status_code)  # pixel at the redirect
     client.app.state.tracking.flush()
     counted = _hit_count(engine)
     fault_totals.inputs += len(statuses)
@@ -158,7 +159,7 @@ def test_open_redirect_attempts(engine, session, client, fault_totals) -> None: 
             .values(scope="campaign", scope_id=campaign.id, url=url, url_hash=url_hash(url))
             .returning(TrackingLink.id)
         ).scalar_one()
-        planted.append(make_token(ref, link_id))
+        planted.append(click_token(ref, link_id))
     session.commit()
     genuine = CLICK.findall(mails[0].body_html)[0]
     responses = [client.get(f"/c/{t}") for t in planted]

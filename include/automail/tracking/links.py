@@ -24,7 +24,7 @@ from automail import settings
 from automail.campaigns.content import Content
 from automail.campaigns.unsubscribe import secret_key
 from automail.models import TrackingLink
-from automail.tracking.tokens import OPEN, MailRef, make_token
+from automail.tracking.tokens import MailRef, link_part, mail_token
 
 PUBLIC_PREFIX = "/automail-public"
 _HREF = re.compile(r"""(<a\b[^>]*?\shref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
@@ -114,7 +114,10 @@ class TrackingOptions:
 
 
 class Tracker:
-    """Rewrites one campaign's / step's rendered mails: links → signed redirects, + pixel."""
+    """Rewrites one campaign's / step's rendered mails: links → signed redirects, + pixel.
+
+    Per mail: one signature (the mail token) and one regex pass over the hrefs the
+    template wrote literally; each link's own signed part is made once, here."""
 
     def __init__(
         self,
@@ -130,48 +133,55 @@ class Tracker:
         base = str(settings.get(session, "public_base_url")).rstrip("/")
         self.click_base = f"{base}{PUBLIC_PREFIX}/c/"
         self.open_base = f"{base}{PUBLIC_PREFIX}/o/"
-        self.html_body = body_format == "html"
+        html_body = body_format == "html"
         links = (
-            static_links(source, html_body=self.html_body, text_links=options.text_links)
+            static_links(source, html_body=html_body, text_links=options.text_links)
             if options.clicks
             else {}
         )
         ids = freeze_links(session, scope, scope_id, list(links.values()))
-        self.link_ids = {raw: ids[url] for raw, url in links.items()}  # raw as written → id
-
-    def _click(self, ref: MailRef, link_id: int) -> str:
-        return self.click_base + make_token(ref, link_id, self.key)
+        # raw href / URL as written in the template → ".<link id>.<mac>" (signed once)
+        self.parts = {
+            raw: "." + link_part(scope, scope_id, ids[url], self.key) for raw, url in links.items()
+        }
+        alternatives = "|".join(re.escape(raw) for raw in sorted(self.parts, key=len, reverse=True))
+        self._href = (
+            re.compile(rf"""(\shref\s*=\s*)(["'])({alternatives})\2""", re.IGNORECASE)
+            if self.parts and html_body
+            else None
+        )
+        # In text, a URL must not run on (…/new must not match …/new2); a final '.' may follow.
+        self._text = (
+            re.compile(rf"({alternatives})(?![A-Za-z0-9_~/?#@$&*+=%-]|\.[A-Za-z0-9])")
+            if self.parts
+            else None
+        )
 
     def apply(self, content: Content, ref: MailRef) -> Content:
         body_html, body_text = content.body_html, content.body_text
+        mail = mail_token(ref, self.key)
         if body_html is not None:
-            if self.link_ids:
-
-                def swap(m: re.Match) -> str:
-                    link_id = self.link_ids.get(m.group(3))
-                    if link_id is None:
-                        return m.group(0)
-                    return f"{m.group(1)}{m.group(2)}{self._click(ref, link_id)}{m.group(2)}"
-
-                body_html = _HREF.sub(swap, body_html)
+            if self._href is not None:
+                click = self.click_base + mail
+                body_html = self._href.sub(
+                    lambda m: (
+                        f"{m.group(1)}{m.group(2)}{click}{self.parts[m.group(3)]}{m.group(2)}"
+                    ),
+                    body_html,
+                )
             if self.options.opens:
                 pixel = (
-                    f'<img src="{self.open_base}{make_token(ref, OPEN, self.key)}" width="1" '
-                    'height="1" alt="" style="display:block;width:1px;height:1px;border:0">'
+                    f'<img src="{self.open_base}{mail}" width="1" height="1" alt="" '
+                    'style="display:block;width:1px;height:1px;border:0">'
                 )
-                ends = list(_BODY_END.finditer(body_html))
-                at = ends[-1].start() if ends else len(body_html)
+                at = body_html.rfind("</body>")
+                if at < 0:
+                    ends = list(_BODY_END.finditer(body_html))
+                    at = ends[-1].start() if ends else len(body_html)
                 body_html = body_html[:at] + pixel + body_html[at:]
-        if body_text is not None and self.link_ids and self.options.text_links:
-
-            def swap_text(m: re.Match) -> str:
-                raw = m.group(0).rstrip(_TRAILING)
-                link_id = self.link_ids.get(raw)
-                if link_id is None:
-                    return m.group(0)
-                return self._click(ref, link_id) + m.group(0)[len(raw) :]
-
-            body_text = _TEXT_URL.sub(swap_text, body_text)
+        if body_text is not None and self._text is not None and self.options.text_links:
+            click = self.click_base + mail
+            body_text = self._text.sub(lambda m: click + self.parts[m.group(1)], body_text)
         return Content(content.subject, body_text, body_html)
 
 

@@ -11,7 +11,7 @@ clicked within a second: nobody reads that fast).
 
 from __future__ import annotations
 
-import ipaddress
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,7 +51,7 @@ SCANNER_WORDS = (
     "check",
 )
 IMAGE_PROXIES = ("googleimageproxy", "yahoomailproxy", "ymailproxy")  # fetch when a person opens
-APPLE_NETWORK = ipaddress.ip_network("17.0.0.0/8")
+APPLE_IPV4_PREFIX = "17."  # 17.0.0.0/8 in dotted-quad form
 MACHINE_CLASSES = {
     "empty": "no_user_agent",
     "scanner": "scanner_agent",
@@ -59,22 +59,22 @@ MACHINE_CLASSES = {
 }
 
 
+_SCANNER = re.compile("|".join(re.escape(w) for w in SCANNER_WORDS))
+_PROXY = re.compile("|".join(re.escape(w) for w in IMAGE_PROXIES))
+
+
 def ua_class(user_agent: str | None, client_ip: str | None = None) -> str:
     """A short class of the agent: what is stored instead of the agent and the address."""
+    if client_ip and client_ip.startswith(APPLE_IPV4_PREFIX):
+        return "apple_mpp"
     ua = (user_agent or "").strip()[:UA_MAX].lower()
-    if client_ip:
-        try:
-            if ipaddress.ip_address(client_ip) in APPLE_NETWORK:
-                return "apple_mpp"
-        except ValueError:
-            pass
     if not ua:
         return "empty"
     if ua == "mozilla/5.0":  # Apple MPP's prefetch agent: nothing after the product token
         return "apple_mpp"
-    if any(p in ua for p in IMAGE_PROXIES):
+    if _PROXY.search(ua):
         return "image_proxy"
-    if any(w in ua for w in SCANNER_WORDS):
+    if _SCANNER.search(ua):
         return "scanner"
     if "outlook" in ua or "thunderbird" in ua or "microsoft office" in ua:
         return "mail_client"
@@ -105,23 +105,41 @@ class Rules:
     burst_links: int = 3
 
 
-def classify(hits: list[Hit], sent_at: datetime | None, rules: Rules = Rules()) -> list[Hit]:
-    """Set each hit's `machine` reason from the mail's hits; returns them in time order."""
-    hits = sorted(hits, key=lambda h: (h.at, h.id))
-    for h in hits:
-        h.machine = None
-        if h.method == "HEAD":
-            h.machine = "head_request"
-        elif h.ua_class in MACHINE_CLASSES:
-            h.machine = MACHINE_CLASSES[h.ua_class]
-        elif h.kind == "click" and sent_at is not None and h.at - sent_at < rules.after_delivery:
-            h.machine = "click_right_after_delivery"
-    clicks = [h for h in hits if h.kind == "click"]
+RULES = Rules()
+
+
+def hit_verdict(hit: Hit, sent_at: datetime | None, rules: Rules = RULES) -> str | None:
+    """The rules that need no other hit of the mail."""
+    if hit.method == "HEAD":
+        return "head_request"
+    if hit.ua_class in MACHINE_CLASSES:
+        return MACHINE_CLASSES[hit.ua_class]
+    if hit.kind == "click" and sent_at is not None and hit.at - sent_at < rules.after_delivery:
+        return "click_right_after_delivery"
+    return None
+
+
+def burst_ids(clicks: list[Hit], rules: Rules = RULES) -> set[int]:
+    """Clicks (of one mail, time order) in a window holding `burst_links` distinct links."""
+    found: set[int] = set()
     for i, first in enumerate(clicks):
         window = [h for h in clicks[i:] if h.at - first.at <= rules.burst_window]
         if len({h.link_id for h in window}) >= rules.burst_links:
-            for h in window:
-                h.machine = h.machine or "link_burst"
+            found.update(h.id for h in window)
+    return found
+
+
+def classify(hits: list[Hit], sent_at: datetime | None, rules: Rules = RULES) -> list[Hit]:
+    """Every rule over one mail's hits (the definition; the recorder applies the same
+    rules incrementally). Sets each hit's `machine`; returns them in time order."""
+    hits = sorted(hits, key=lambda h: (h.at, h.id))
+    for h in hits:
+        h.machine = hit_verdict(h, sent_at, rules)
+    clicks = [h for h in hits if h.kind == "click"]
+    in_burst = burst_ids(clicks, rules)
+    for h in clicks:
+        if h.id in in_burst:
+            h.machine = h.machine or "link_burst"
     human_opens = [h.at for h in hits if h.kind == "open" and h.machine is None]
     if human_opens:
         first_open = min(human_opens)

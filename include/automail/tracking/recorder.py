@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from automail.models import Campaign, Mail, StepSequence, StepSequenceStep, TrackingHit
-from automail.tracking.machine import Hit, classify
+from automail.tracking.machine import RULES, Hit, Rules, burst_ids, hit_verdict
 from automail.tracking.tokens import MailRef
 
 log = logging.getLogger(__name__)
@@ -164,6 +164,7 @@ class HitRecorder:
                 if mail is None:
                     self.stats.unknown_mail += 1
                     continue
+                hit = Hit(0, p.kind, p.link_id, p.at, p.method, p.ua_class)
                 rows.append(
                     {
                         "mail_id": mail[0],
@@ -175,51 +176,82 @@ class HitRecorder:
                         "at": p.at,
                         "method": p.method,
                         "ua_class": p.ua_class,
-                        "machine": None,
+                        "machine": hit_verdict(hit, mail[1]),
                     }
                 )
             if rows:
                 session.execute(TrackingHit.__table__.insert(), rows)
-                judge_mails(session, {r["mail_id"] for r in rows})
+                judge_in_context(session, rows)
         return len(rows)
 
 
-def judge_mails(session: Session, mail_ids: set[int]) -> int:
-    """Re-run the machine rules over every hit of these mails; returns hits changed."""
-    ids = sorted(mail_ids)
+def judge_in_context(session: Session, rows: list[dict], rules: Rules = RULES) -> int:
+    """The rules that need the mail's other hits, for the mails of newly written hits:
+    bursts around the new clicks, and people's clicks that came before the mail's first
+    person's open. Reads only those hits (index on mail_id, at); returns hits changed."""
+    hits = TrackingHit.__table__.c
     changes: list[dict] = []
+    first_click: dict[int, datetime] = {}
+    for r in rows:
+        if r["kind"] == "click":
+            first_click[r["mail_id"]] = min(r["at"], first_click.get(r["mail_id"], r["at"]))
+    ids = sorted(first_click)
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
-        sent = dict(session.execute(select(Mail.id, Mail.sent_at).where(Mail.id.in_(part))).all())
+        since = min(first_click[m] for m in part) - rules.burst_window
         per_mail: dict[int, list[Hit]] = defaultdict(list)
-        rows = session.execute(
-            select(
-                TrackingHit.id,
-                TrackingHit.mail_id,
-                TrackingHit.kind,
-                TrackingHit.link_id,
-                TrackingHit.at,
-                TrackingHit.method,
-                TrackingHit.ua_class,
-                TrackingHit.machine,
-            ).where(TrackingHit.mail_id.in_(part))
-        )
-        before: dict[int, str | None] = {}
-        for hid, mail_id, kind, link_id, at, method, ua, machine in rows:
-            per_mail[mail_id].append(Hit(hid, kind, link_id, at, method, ua))
-            before[hid] = machine
-        for mail_id, hits in per_mail.items():
-            for h in classify(hits, sent.get(mail_id)):
-                if h.machine != before[h.id]:
-                    changes.append({"hid": h.id, "verdict": h.machine})
+        for hid, mail_id, link_id, at, machine in session.execute(
+            select(hits.id, hits.mail_id, hits.link_id, hits.at, hits.machine)
+            .where(hits.mail_id.in_(part), hits.kind == "click", hits.at >= since)
+            .order_by(hits.mail_id, hits.at, hits.id)
+        ):
+            if at >= first_click[mail_id] - rules.burst_window:
+                per_mail[mail_id].append(Hit(hid, "click", link_id, at, "GET", "", machine))
+        for clicks in per_mail.values():
+            burst = burst_ids(clicks, rules)
+            changes += [
+                {"hid": h.id, "verdict": "link_burst"}
+                for h in clicks
+                if h.id in burst and h.machine is None
+            ]
     if changes:
         session.connection().execute(
             update(TrackingHit.__table__)
-            .where(TrackingHit.__table__.c.id == bindparam("hid"))
+            .where(hits.id == bindparam("hid"))
             .values(machine=bindparam("verdict")),
             changes,
         )
-    return len(changes)
+    mail_ids = sorted({r["mail_id"] for r in rows})
+    before_open: list[dict] = []
+    for start in range(0, len(mail_ids), 500):
+        firsts = session.execute(
+            select(hits.mail_id, func.min(hits.at))
+            .where(
+                hits.mail_id.in_(mail_ids[start : start + 500]),
+                hits.kind == "open",
+                hits.machine.is_(None),
+            )
+            .group_by(hits.mail_id)
+        )
+        before_open += [{"m": m, "first": first} for m, first in firsts]
+    moved = 0
+    if before_open:
+        moved = (
+            session.connection()
+            .execute(
+                update(TrackingHit.__table__)
+                .where(
+                    hits.mail_id == bindparam("m"),
+                    hits.kind == "click",
+                    hits.machine.is_(None),
+                    hits.at < bindparam("first", type_=TrackingHit.at.type),
+                )
+                .values(machine="click_before_open"),
+                before_open,
+            )
+            .rowcount
+        )
+    return len(changes) + max(moved, 0)
 
 
 def _now() -> datetime:

@@ -1,10 +1,15 @@
 """Signed open/click tokens: which mail, which link, and nothing else.
 
-A token is `t1.<ref>.<link_id>.<hmac>`: ref names the mail by what its idempotency key
-is made of — `c<campaign>-<customer>` or `s<step>-<customer>[-<start>]` — and link 0 is
-the open pixel. The HMAC is the unsubscribe links' signer (automail.campaigns.unsubscribe
-.sign, same key); the `t1.` prefix keeps the two kinds of token from standing in for
-each other. Anything that does not verify is `BadToken`, answered 404 and never counted.
+A mail's token is `t1.<ref>.<mac>`: ref names the mail by what its idempotency key is
+made of — `c<campaign>-<customer>` or `s<step>-<customer>[-<start>]` — and it is the
+whole open-pixel token. A click token appends the link's own part, `<link_id>.<mac>`,
+signed over the campaign/step and the link id. So rendering a mail costs one signature
+(the link parts are signed once per campaign/step), and altering any character of
+either part breaks a signature. Both MACs are the unsubscribe links' signer
+(automail.campaigns.unsubscribe.sign, same key); the `t1.` / `t1.link.` payload
+prefixes keep the token kinds from standing in for each other. What does not verify is
+`BadToken`: answered 404 and never recorded. The endpoint also checks that the link
+belongs to the token's campaign/step, so a link part of another campaign is refused.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ from automail.campaigns.unsubscribe import secret_key, sign
 from automail.states import CAMPAIGN, STEP
 
 VERSION = "t1"
-OPEN = 0  # link id of the open pixel
 SCOPES = {"c": "campaign", "s": "step"}
 LETTERS = {v: k for k, v in SCOPES.items()}
-_TOKEN = re.compile(
-    r"^t1\.([cs])([1-9]\d{0,9})-([1-9]\d{0,18})(?:-([1-9]\d{0,18}))?\.(0|[1-9]\d{0,9})\."
-    r"([A-Za-z0-9_-]{43})$"
-)
+_MAC = r"([A-Za-z0-9_-]{43})"
+_REF = r"t1\.([cs])([1-9]\d{0,9})-([1-9]\d{0,18})(?:-([1-9]\d{0,18}))?"
+_OPEN = re.compile(rf"^{_REF}\.{_MAC}$")
+_CLICK = re.compile(rf"^{_REF}\.{_MAC}\.([1-9]\d{{0,9}})\.{_MAC}$")
+_KEY = re.compile(r"^(campaign|step):(\d+):customer:(\d+)(?::start:(\d+))?$")
 
 
 class BadToken(ValueError):
@@ -55,25 +60,51 @@ class MailRef:
         return f"{key}:start:{self.start}" if self.start else key
 
 
-def make_token(ref: MailRef, link_id: int, key: bytes | None = None) -> str:
-    payload = f"{VERSION}.{ref.text}.{int(link_id)}"
+def _link_payload(scope: str, scope_id: int, link_id: int) -> str:
+    return f"{VERSION}.link.{LETTERS[scope]}{int(scope_id)}.{int(link_id)}"
+
+
+def mail_token(ref: MailRef, key: bytes | None = None) -> str:
+    """The mail's part of every token; alone, the open pixel's token."""
+    payload = f"{VERSION}.{ref.text}"
     return f"{payload}.{sign(payload, key or secret_key())}"
 
 
-def verify_token(token: str, key: bytes | None = None) -> tuple[MailRef, int]:
-    """(mail ref, link id) of a genuine token; BadToken for anything else."""
-    m = _TOKEN.match(token or "")
-    if m is None:
-        raise BadToken(f"token: {str(token)[:80]!r} is not a tracking token")
-    letter, scope_id, customer, start, link, mac = m.groups()
-    payload = token[: -len(mac) - 1]
+def link_part(scope: str, scope_id: int, link_id: int, key: bytes | None = None) -> str:
+    return f"{int(link_id)}.{sign(_link_payload(scope, scope_id, link_id), key or secret_key())}"
+
+
+def click_token(ref: MailRef, link_id: int, key: bytes | None = None) -> str:
+    return f"{mail_token(ref, key)}.{link_part(ref.scope, ref.scope_id, link_id, key)}"
+
+
+def _ref(groups: tuple) -> MailRef:
+    letter, scope_id, customer, start = groups
+    return MailRef(SCOPES[letter], int(scope_id), int(customer), int(start) if start else None)
+
+
+def _check(payload: str, mac: str, key: bytes | None) -> None:
     if not hmac.compare_digest(sign(payload, key or secret_key()), mac):
         raise BadToken("token: signature does not match (forged or altered link)")
-    ref = MailRef(SCOPES[letter], int(scope_id), int(customer), int(start) if start else None)
-    return ref, int(link)
 
 
-_KEY = re.compile(r"^(campaign|step):(\d+):customer:(\d+)(?::start:(\d+))?$")
+def verify_open(token: str, key: bytes | None = None) -> MailRef:
+    m = _OPEN.match(token or "")
+    if m is None:
+        raise BadToken(f"token: {str(token)[:80]!r} is not an open token")
+    ref = _ref(m.groups()[:4])
+    _check(f"{VERSION}.{ref.text}", m.group(5), key)
+    return ref
+
+
+def verify_click(token: str, key: bytes | None = None) -> tuple[MailRef, int]:
+    m = _CLICK.match(token or "")
+    if m is None:
+        raise BadToken(f"token: {str(token)[:80]!r} is not a click token")
+    ref, link_id = _ref(m.groups()[:4]), int(m.group(6))
+    _check(f"{VERSION}.{ref.text}", m.group(5), key)
+    _check(_link_payload(ref.scope, ref.scope_id, link_id), m.group(7), key)
+    return ref, link_id
 
 
 def ref_from_source_key(source_key: str) -> MailRef:

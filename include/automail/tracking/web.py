@@ -22,7 +22,7 @@ from automail.models import TrackingLink
 from automail.tracking.links import safe_target
 from automail.tracking.machine import ua_class
 from automail.tracking.recorder import HitRecorder
-from automail.tracking.tokens import OPEN, BadToken, verify_token
+from automail.tracking.tokens import BadToken, verify_click, verify_open
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = {"Cache-Control": "no-store, private", "Referrer-Policy": "no-referrer"}
@@ -71,10 +71,8 @@ def tracking_router(session_factory: Callable[[], Session]) -> APIRouter:
     @router.api_route("/o/{token}", methods=["GET", "HEAD"], include_in_schema=False)
     async def opened(token: str, request: Request) -> Response:
         try:
-            ref, link_id = verify_token(token)
+            ref = verify_open(token)
         except BadToken:
-            return not_found()
-        if link_id != OPEN:
             return not_found()
         recorder.record(ref, None, request.method, agent(request))
         return Response(GIF, media_type="image/gif", headers=NO_STORE)
@@ -82,10 +80,10 @@ def tracking_router(session_factory: Callable[[], Session]) -> APIRouter:
     @router.api_route("/c/{token}", methods=["GET", "HEAD"], include_in_schema=False)
     async def clicked(token: str, request: Request) -> Response:
         try:
-            ref, link_id = verify_token(token)
+            ref, link_id = verify_click(token)
         except BadToken:
             return not_found()
-        link = await links.get(link_id) if link_id != OPEN else None
+        link = await links.get(link_id)
         if link is None or link[:2] != (ref.scope, ref.scope_id) or not safe_target(link[2]):
             return not_found()
         recorder.record(ref, link_id, request.method, agent(request))
