@@ -16,7 +16,7 @@ from tracking_helpers import NOW, URLS, links_of, sent_campaign
 
 from automail.campaigns import create_campaign, tick
 from automail.campaigns.audience import matching_ids, validate_filter
-from automail.campaigns.content import Content
+from automail.campaigns.content import CompiledContent
 from automail.campaigns.unsubscribe_web import create_app
 from automail.db import session_factory
 from automail.models import Campaign, Customer, Mail, TrackingHit
@@ -80,11 +80,12 @@ def test_text_links_rewritten_only_when_asked(session: Session) -> None:
     tracker = Tracker(
         session, "campaign", 99, body, "text", TrackingOptions(clicks=True, text_links=True)
     )
-    out = tracker.apply(
-        Content("s", "見て https://shop.example.jp/new。", None), MailRef("campaign", 99, 1)
-    )
+    assert "{{ tracking_click }}." in tracker.template and "<#クーポンURL>" in tracker.template
+    compiled = CompiledContent("s", tracker.template, "text")
+    context = {"unsubscribe_url": "u", **tracker.context(MailRef("campaign", 99, 1))}
+    out = compiled.render(context)
     assert re.search(
-        r"見て http://127\.0\.0\.1:8080/automail-public/c/t1\.c99-1\.[\w-]{43}\.\d+\.[\w-]{43}。",
+        r"ご覧ください: http://127\.0\.0\.1:8080/automail-public/c/t1\.c99-1\.[\w-]{43}\.\d+\.[\w-]{43}。",
         out.body_text,
     )
 

@@ -134,9 +134,10 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
     tz = settings.get(session, "campaign_timezone")
     ids = audience.campaign_audience(session, campaign, tz)
     shop = session.get(Shop, campaign.shop_id)
-    source = body + "\n" + (campaign.signature or "")
-    tracker = tracker_for(session, "campaign", campaign.id, source, fmt, campaign)
-    compiled = CompiledContent(subject, body, fmt, campaign.signature)
+    tracker = tracker_for(session, "campaign", campaign.id, body, fmt, campaign)
+    compiled = CompiledContent(
+        subject, tracker.template if tracker else body, fmt, campaign.signature
+    )
     mailer = MarketingMailer(session, shop, compiled, tracker)
     hold = now + timedelta(days=3650)  # not claimable until this DAG releases it (gate below)
     created = create_mails(

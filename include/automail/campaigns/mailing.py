@@ -26,7 +26,6 @@ from automail.campaigns.unsubscribe import (
 )
 from automail.models import Customer, Mail, Shop
 from automail.tracking.links import Tracker
-from automail.tracking.tokens import ref_from_source_key
 
 CHUNK = 2000
 RECIPIENT_COLUMNS = (
@@ -85,9 +84,10 @@ class MarketingMailer:
         self, customer: Any, *, kind: str, source_key: str, now: datetime, **extra: Any
     ) -> dict:
         url = self.unsubscribe_url(customer.id)
-        content = self.compiled.render(context_for(self.shop, customer, url))
-        if self.tracker is not None:
-            content = self.tracker.apply(content, ref_from_source_key(source_key))
+        context = context_for(self.shop, customer, url)
+        if self.tracker is not None:  # compiled from tracker.template: fill its two fields
+            context.update(self.tracker.context(source_key))
+        content = self.compiled.render(context)
         return {
             "shop_id": self.shop.id,
             "kind": kind,

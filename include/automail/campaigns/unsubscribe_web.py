@@ -94,9 +94,7 @@ def create_app(session_factory: Callable[[], Session] | None = None) -> FastAPI:
             f"<p>{escape(shop_name)}からのメールマガジンの配信を停止しました。</p>",
         )
 
-    from automail.tracking.web import tracking_router  # opens/clicks: same public mount
+    from automail.tracking.web import mount_tracking  # opens/clicks: same public mount
 
-    router = tracking_router(sessions)
-    app.include_router(router)
-    app.state.tracking = router.recorder  # type: ignore[attr-defined]
+    app.state.tracking = mount_tracking(app, sessions)
     return app

@@ -97,8 +97,9 @@ def create_due_step_mails(
                 ("html", step.body_html) if step.body_html else ("text", step.body_text or "")
             )
             tracker = tracker_for(session, "step", step.id, body, fmt, seq)
+            source = tracker.template if tracker else body
             mailer = MarketingMailer(
-                session, shop, CompiledContent(step.subject, body, fmt), tracker
+                session, shop, CompiledContent(step.subject, source, fmt), tracker
             )
             result = session.execute(
                 due_query(seq, step, until, tz), execution_options={"yield_per": CHUNK}

@@ -16,18 +16,21 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from automail import settings
-from automail.campaigns.content import Content
 from automail.campaigns.unsubscribe import secret_key
 from automail.models import TrackingLink
-from automail.tracking.tokens import MailRef, link_part, mail_token
+from automail.tracking.tokens import MailRef, link_part, mail_token, ref_from_source_key
 
 PUBLIC_PREFIX = "/automail-public"
-_HREF = re.compile(r"""(<a\b[^>]*?\shref\s*=\s*)(["'])(.*?)\2""", re.IGNORECASE | re.DOTALL)
+_HREF = re.compile(
+    r"""<a\b[^>]*?(?P<attr>\shref\s*=\s*(?P<q>["']))(?P<url>.*?)(?P=q)""",
+    re.IGNORECASE | re.DOTALL,
+)
 _TEXT_URL = re.compile(r"https?://[A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]+")
 _TRAILING = ".,;:!?')"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
@@ -54,7 +57,7 @@ def static_links(source: str, *, html_body: bool, text_links: bool) -> dict[str,
     found: dict[str, str] = {}
     if html_body:
         for m in _HREF.finditer(source):
-            raw = m.group(3)
+            raw = m.group("url")
             url = html.unescape(raw).strip()
             if "{" not in raw and "[" not in raw and "<" not in raw and safe_target(url):
                 found[raw] = url
@@ -114,10 +117,13 @@ class TrackingOptions:
 
 
 class Tracker:
-    """Rewrites one campaign's / step's rendered mails: links → signed redirects, + pixel.
+    """Tracking for one campaign / step: its template with the links rewritten.
 
-    Per mail: one signature (the mail token) and one regex pass over the hrefs the
-    template wrote literally; each link's own signed part is made once, here."""
+    Done once, on the template source: each literal link becomes
+    `{{ tracking_click }}.<link id>.<mac>` (the link's part, signed here once) and the
+    HTML body gets `<img src="{{ tracking_open }}">`. Per mail, `context(ref)` adds one
+    signed mail token to the merge fields — rendering does the rest, so tracking costs a
+    mail one signature and no pass over its body (bench/tracking.py)."""
 
     def __init__(
         self,
@@ -131,8 +137,10 @@ class Tracker:
         self.scope, self.scope_id, self.options = scope, scope_id, options
         self.key = secret_key()
         base = str(settings.get(session, "public_base_url")).rstrip("/")
-        self.click_base = f"{base}{PUBLIC_PREFIX}/c/"
-        self.open_base = f"{base}{PUBLIC_PREFIX}/o/"
+        # Escaped once here, so the per-mail values are Markup (no escaping per render);
+        # the tokens themselves are URL-safe characters only.
+        self.click_base = str(escape(f"{base}{PUBLIC_PREFIX}/c/"))
+        self.open_base = str(escape(f"{base}{PUBLIC_PREFIX}/o/"))
         html_body = body_format == "html"
         links = (
             static_links(source, html_body=html_body, text_links=options.text_links)
@@ -141,48 +149,51 @@ class Tracker:
         )
         ids = freeze_links(session, scope, scope_id, list(links.values()))
         # raw href / URL as written in the template → ".<link id>.<mac>" (signed once)
-        self.parts = {
+        parts = {
             raw: "." + link_part(scope, scope_id, ids[url], self.key) for raw, url in links.items()
         }
-        alternatives = "|".join(re.escape(raw) for raw in sorted(self.parts, key=len, reverse=True))
-        self._href = (
-            re.compile(rf"""(\shref\s*=\s*)(["'])({alternatives})\2""", re.IGNORECASE)
-            if self.parts and html_body
-            else None
-        )
-        # In text, a URL must not run on (…/new must not match …/new2); a final '.' may follow.
-        self._text = (
-            re.compile(rf"({alternatives})(?![A-Za-z0-9_~/?#@$&*+=%-]|\.[A-Za-z0-9])")
-            if self.parts
-            else None
-        )
+        self.link_ids = {url: ids[url] for url in links.values()}
+        self.template = self._rewrite(source, html_body, parts)
 
-    def apply(self, content: Content, ref: MailRef) -> Content:
-        body_html, body_text = content.body_html, content.body_text
-        mail = mail_token(ref, self.key)
-        if body_html is not None:
-            if self._href is not None:
-                click = self.click_base + mail
-                body_html = self._href.sub(
-                    lambda m: (
-                        f"{m.group(1)}{m.group(2)}{click}{self.parts[m.group(3)]}{m.group(2)}"
-                    ),
-                    body_html,
-                )
+    def _rewrite(self, source: str, html_body: bool, parts: dict[str, str]) -> str:
+        if html_body:
+
+            def href(m: re.Match) -> str:
+                part = parts.get(m.group("url"))
+                if part is None:
+                    return m.group(0)
+                head = m.group(0)[: m.start("url") - m.start(0)]
+                return f"{head}{{{{ tracking_click }}}}{part}{m.group('q')}"
+
+            source = _HREF.sub(href, source)
             if self.options.opens:
                 pixel = (
-                    f'<img src="{self.open_base}{mail}" width="1" height="1" alt="" '
+                    '<img src="{{ tracking_open }}" width="1" height="1" alt="" '
                     'style="display:block;width:1px;height:1px;border:0">'
                 )
-                at = body_html.rfind("</body>")
-                if at < 0:
-                    ends = list(_BODY_END.finditer(body_html))
-                    at = ends[-1].start() if ends else len(body_html)
-                body_html = body_html[:at] + pixel + body_html[at:]
-        if body_text is not None and self._text is not None and self.options.text_links:
-            click = self.click_base + mail
-            body_text = self._text.sub(lambda m: click + self.parts[m.group(1)], body_text)
-        return Content(content.subject, body_text, body_html)
+                ends = list(_BODY_END.finditer(source))
+                at = ends[-1].start() if ends else len(source.rstrip("\n"))
+                source = source[:at] + pixel + source[at:]
+        elif parts:
+
+            def url(m: re.Match) -> str:
+                raw = m.group(0).rstrip(_TRAILING)
+                part = parts.get(raw)
+                if part is None:
+                    return m.group(0)
+                return "{{ tracking_click }}" + part + m.group(0)[len(raw) :]
+
+            source = _TEXT_URL.sub(url, source)
+        return source
+
+    def context(self, ref: MailRef | str) -> dict[str, str]:
+        """The merge fields of one mail's tracking (a MailRef or the mail's source_key):
+        one signature."""
+        mail = mail_token(ref if isinstance(ref, MailRef) else ref_from_source_key(ref), self.key)
+        return {
+            "tracking_click": Markup(self.click_base + mail),
+            "tracking_open": Markup(self.open_base + mail),
+        }
 
 
 def tracker_for(

@@ -28,7 +28,6 @@ _MAC = r"([A-Za-z0-9_-]{43})"
 _REF = r"t1\.([cs])([1-9]\d{0,9})-([1-9]\d{0,18})(?:-([1-9]\d{0,18}))?"
 _OPEN = re.compile(rf"^{_REF}\.{_MAC}$")
 _CLICK = re.compile(rf"^{_REF}\.{_MAC}\.([1-9]\d{{0,9}})\.{_MAC}$")
-_KEY = re.compile(r"^(campaign|step):(\d+):customer:(\d+)(?::start:(\d+))?$")
 
 
 class BadToken(ValueError):
@@ -109,8 +108,16 @@ def verify_click(token: str, key: bytes | None = None) -> tuple[MailRef, int]:
 
 def ref_from_source_key(source_key: str) -> MailRef:
     """The inverse of MailRef.source_key (ValueError for keys that are not tracked)."""
-    m = _KEY.match(source_key)
-    if m is None or (m.group(1) == "campaign" and m.group(4)):
+    parts = source_key.split(":")
+    ok = (
+        len(parts) in (4, 6)
+        and parts[0] in LETTERS
+        and parts[2] == "customer"
+        and parts[1].isdigit()
+        and parts[3].isdigit()
+        and (len(parts) == 4 or (parts[0] == "step" and parts[4] == "start" and parts[5].isdigit()))
+    )
+    if not ok:
         raise ValueError(f"source_key: {source_key!r} is not a campaign or step mail key")
-    start = int(m.group(4)) if m.group(4) else None
-    return MailRef(m.group(1), int(m.group(2)), int(m.group(3)), start)
+    start = int(parts[5]) if len(parts) == 6 else None
+    return MailRef(parts[0], int(parts[1]), int(parts[3]), start)
