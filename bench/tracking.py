@@ -2,7 +2,8 @@
 adds to sending. JSON lines via bench/figures.emit.
 
 1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does: one
-   uvicorn worker, SQLite metadata DB, this repo's plugins; mail store on PostgreSQL)
+   uvicorn worker, SQLite metadata DB, this repo's plugins; mail store on PostgreSQL),
+   then plain uvicorn serving the same public app (`--server`; default both)
    takes H hits (default 20,000; half opens, half clicks, over 1,000 mails' genuine
    tokens) from C keep-alive loopback connections (default 32) driven by a small
    asyncio HTTP/1.1 client. Figures: hits/s, p50 and p99 latency per hit, and hits
@@ -23,9 +24,13 @@ import argparse
 import asyncio
 import os
 import re
+import socket
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -40,6 +45,7 @@ from automail.campaigns.mailing import MarketingMailer
 from automail.db import make_engine, session_factory
 from automail.models import Mail, TrackingHit
 from automail.sample_data import make_customer, make_shop
+from automail.smtp_sink import free_port
 from automail.tracking.links import Tracker, TrackingOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -167,40 +173,83 @@ async def load(
     return time.perf_counter() - start, latencies
 
 
-def endpoint(url: str, hits: int, connections: int, mails: int) -> None:
+@contextmanager
+def server_port(url: str, server: str) -> Iterator[tuple[int, str]]:
+    """(port, mount prefix) of a running server with the public app."""
+    if server == "api-server":
+        with (
+            tempfile.TemporaryDirectory(prefix="automail-bench-airflow-") as home,
+            running_airflow(Path(home), url, smtp_port=9) as running,
+        ):
+            yield int(running.base_url.rsplit(":", 1)[1]), "/automail-public"
+        return
+    port = free_port()
+    app = "automail.campaigns.unsubscribe_web:create_app"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env={**os.environ, "AUTOMAIL_DB_URL": url},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("uvicorn did not start") from None
+                time.sleep(0.2)
+        yield port, ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def endpoint(url: str, hits: int, connections: int, mails: int, server: str) -> None:
     engine = make_engine(url)
     with session_factory(engine)() as session:
         paths = tokens(session, mails)
-    with tempfile.TemporaryDirectory(prefix="automail-bench-airflow-") as home:
-        with running_airflow(Path(home), url, smtp_port=9) as server:
-            port = int(server.base_url.rsplit(":", 1)[1])
-            asyncio.run(load(port, paths, min(500, hits), 8))  # warm-up: caches, JIT of routes
-            elapsed, lat = asyncio.run(load(port, paths, hits, connections))
-            deadline = time.monotonic() + 120
-            expected = hits + min(500, hits)
-            with session_factory(engine)() as s:
-                while True:
-                    written = s.scalar(select(func.count(TrackingHit.id))) or 0
-                    if written >= expected or time.monotonic() > deadline:
-                        break
-                    s.rollback()
-                    time.sleep(0.2)
+    with server_port(url, server) as (port, prefix):
+        paths = [p.replace("/automail-public", prefix, 1) for p in paths]
+        asyncio.run(load(port, paths, min(500, hits), 8))  # warm-up: link cache, connections
+        elapsed, lat = asyncio.run(load(port, paths, hits, connections))
+        deadline = time.monotonic() + 120
+        expected = hits + min(500, hits)
+        with session_factory(engine)() as s:
+            while True:
+                written = s.scalar(select(func.count(TrackingHit.id))) or 0
+                if written >= expected or time.monotonic() > deadline:
+                    break
+                s.rollback()
+                time.sleep(0.2)
     lat.sort()
     rate = hits / elapsed
     p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
+    tag = "" if server == "api-server" else "_uvicorn"
     figures.emit(
-        "tracking_endpoint_hits_per_s",
+        f"tracking_endpoint{tag}_hits_per_s",
         rate,
         "hits/s",
         1000.0,
         figures.higher_is_better(rate, 1000.0),
     )
-    figures.emit("tracking_endpoint_p50_ms", p50, "ms", digits=2)
+    figures.emit(f"tracking_endpoint{tag}_p50_ms", p50, "ms", digits=2)
     figures.emit(
-        "tracking_endpoint_p99_ms", p99, "ms", 50.0, figures.lower_is_better(p99, 50.0), digits=2
+        f"tracking_endpoint{tag}_p99_ms",
+        p99,
+        "ms",
+        50.0,
+        figures.lower_is_better(p99, 50.0),
+        digits=2,
     )
     figures.emit(
-        "tracking_hits_written", written, "hits", float(expected), written / expected, digits=0
+        f"tracking{tag}_hits_written",
+        written,
+        "hits",
+        float(expected),
+        written / expected,
+        digits=0,
     )
     engine.dispose()
 
@@ -211,6 +260,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--mails", type=int, default=5000, help="renders timed per variant")
     parser.add_argument("--readers", type=int, default=1000, help="mails whose tokens are hit")
+    parser.add_argument(
+        "--server", choices=("api-server", "uvicorn", "both"), default="both",
+        help="airflow api-server (the real deployment) and/or plain uvicorn on the same app",
+    )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("AUTOMAIL_SECRET_KEY", "bench-secret-key-0123456789")
     fresh_database(URL)
@@ -219,8 +272,10 @@ def main() -> None:
         send_cost(session, args.mails)
         session.rollback()
     engine.dispose()
-    fresh_database(URL)
-    endpoint(URL, args.hits, args.connections, args.readers)
+    for server in ("api-server", "uvicorn") if args.server == "both" else (args.server,):
+        fresh_database(URL)
+        endpoint(URL, args.hits, args.connections, args.readers, server)
+    figures.emit("machine_load_average_1min", os.getloadavg()[0], "load", digits=2)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,4 @@ run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py
 run $PY bench/bounce_ingest.py
+run $PY bench/tracking.py --hits 20000
