@@ -1,5 +1,7 @@
 """Recording hits off the request path: the endpoint appends to memory, a background
-thread writes batches (one INSERT per batch) and re-judges the touched mails' hits.
+thread writes batches (one INSERT per batch) with each hit's own machine verdict, then
+applies the rules that need context (bursts, clicks before the first open) to the
+touched mails' nearby hits only (automail.tracking.machine).
 
 So a hit costs the request a signature check and a list append (bench/tracking.py),
 and a flood cannot queue unbounded work: past `max_pending` hits wait in memory, new
