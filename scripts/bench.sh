@@ -26,3 +26,4 @@ run $PY bench/cluster.py --mails "$CLUSTER_SENDS"
 # shellcheck disable=SC2086
 run $PY bench/import.py --rows $IMPORT
 run $PY bench/latency.py --orders "$LATENCY"  # starts its own api-server, scheduler, dag-processor
+run $PY bench/tracking.py --hits 20000

@@ -464,6 +464,10 @@ class Campaign(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # 0007 (tracking): opens/clicks, off by default (automail.tracking).
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_text_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 Index("ix_campaigns_content_hash", Campaign.content_hash)
@@ -511,6 +515,13 @@ class StepSequence(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
     # 0004: start events before this are ignored (no mass mail to old customers).
     starts_from: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # 0007 (tracking): opens/clicks of its mails; start on a click of this tracked link;
+    # allow_restart: one start per event instead of one per customer (seed 002 送信済も含める).
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_text_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    start_link_id: Mapped[int | None] = mapped_column(Integer)
+    allow_restart: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     steps: Mapped[list[StepSequenceStep]] = relationship(order_by="StepSequenceStep.position")
 
@@ -661,3 +672,49 @@ class ImportSqlSource(Base):
     mapping: Mapped[str | None] = mapped_column(String(1000))  # preset name or file
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     last_pulled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+# ---------------------------------------------------------------- 0007 (tracking)
+
+
+class TrackingLink(Base):
+    """A tracked link of one campaign or step, frozen when its mails are created: rows are
+    only ever added, so editing the template later never breaks an old redirect."""
+
+    __tablename__ = "tracking_links"
+    __table_args__ = (
+        UniqueConstraint("scope", "scope_id", "url_hash", name="uq_tracking_links_url"),
+        CheckConstraint("scope IN ('campaign', 'step')", name="scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))  # campaign | step
+    scope_id: Mapped[int] = mapped_column(Integer)  # campaigns.id | step_sequence_steps.id
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+
+
+class TrackingHit(Base):
+    """One open (link_id NULL) or click: mail, link, time, user agent class — no IP, no
+    raw user agent. `machine` names why a hit is a machine's (NULL = a person's)."""
+
+    __tablename__ = "tracking_hits"
+    __table_args__ = (
+        CheckConstraint("kind IN ('open', 'click')", name="kind"),
+        Index("ix_tracking_hits_scope", "scope", "scope_id", "kind", "at"),
+        Index("ix_tracking_hits_mail", "mail_id", "at"),
+        Index("ix_tracking_hits_link", "link_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mail_id: Mapped[int] = mapped_column(BigId)
+    scope: Mapped[str] = mapped_column(String(8))
+    scope_id: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[int | None] = mapped_column(BigId)
+    link_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    method: Mapped[str] = mapped_column(String(8), default="GET")
+    ua_class: Mapped[str] = mapped_column(String(16))
+    machine: Mapped[str | None] = mapped_column(String(32))

@@ -21,6 +21,7 @@ COOKIE = "automail_lang"
 MESSAGES: dict[str, tuple[str, str]] = {
     "app": ("Mail data", "メール配信データ管理"),
     "history": ("Send history", "配信履歴"),
+    "reports": ("Reports", "レポート"),
     "search": ("Search", "検索"),
     "status": ("Status", "ステータス"),
     "all_statuses": ("(all statuses)", "（すべてのステータス）"),

@@ -682,4 +682,8 @@ def api_history(
     return {"count": len(rows), "rows": [_jsonable(asdict(r)) for r in rows]}
 
 
+from automail_ui.report_web import router as report_router  # noqa: E402 (uses names above)
+
+app.include_router(report_router)  # type: ignore[has-type]  # defined after this module's names
+
 __all__ = ["ALL", "URL_PREFIX", "app"]

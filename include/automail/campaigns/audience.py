@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from automail.csv_safe import to_text
 from automail.models import Campaign, CampaignRecipient, Customer, Mail, Order
 from automail.states import CAMPAIGN, SENT
+from automail.tracking.audience import tracking_clauses
 
 FILTER_KEYS = {
     "prefectures": 'list of prefecture names, e.g. ["東京都", "大阪府"]',
@@ -43,7 +44,13 @@ FILTER_KEYS = {
     "has_coupon": "true/false: customer holds a coupon",
     "signed_up_from": "date YYYY-MM-DD or ISO datetime",
     "signed_up_to": "date YYYY-MM-DD (inclusive) or ISO datetime",
+    # issue 18 (automail.tracking.audience): people's opens/clicks only, never machines'.
+    "received_campaign": "campaign id: was delivered that campaign",
+    "opened_campaign": "campaign id: opened (or clicked in) that campaign",
+    "not_opened_campaign": "campaign id: did not open that campaign",
+    "clicked_link": "tracked link id: clicked that link",
 }
+TRACKING_KEYS = ("received_campaign", "opened_campaign", "not_opened_campaign", "clicked_link")
 CSV_COLUMNS = [
     "customer_id",
     "name",
@@ -90,6 +97,10 @@ def validate_filter(flt: dict | None) -> dict:
             raise ValueError(f"audience filter {key}: {value!r} is not a whole number >= 0")
         if key == "has_coupon" and not isinstance(value, bool):
             raise ValueError(f"audience filter has_coupon: {value!r} is not true/false")
+        if key in TRACKING_KEYS and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"audience filter {key}: {value!r} is not an id (whole number >= 1)")
         if key.endswith(("_from", "_to")):
             _moment(key, value, "Asia/Tokyo", key.endswith("_to"))
     lo, hi = flt.get("min_purchases"), flt.get("max_purchases")
@@ -139,6 +150,7 @@ def filter_clauses(flt: dict, tz: str) -> tuple[list, bool, Any]:
         clauses.append(
             Customer.signed_up_at < _moment("signed_up_to", flt["signed_up_to"], tz, True)
         )
+    clauses += tracking_clauses(flt)
     count = func.coalesce(stats.c.purchase_count, 0)
     if "min_purchases" in flt:
         needs_stats = True

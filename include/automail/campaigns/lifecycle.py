@@ -33,6 +33,7 @@ from automail.db import rowcount, take_write_lock
 from automail.models import Campaign, CampaignCategory, Mail, Shop, Template
 from automail.sending.status import change_status_many
 from automail.states import CAMPAIGN, CANCELLED, ERROR, HELD, SENT, UNSENT
+from automail.tracking.links import tracker_for
 
 ACTIVE = ("scheduled", "preparing", "sending", "sent", "counting")
 RECOUNT_DAYS = 7  # late bounces (DSNs) keep changing the counts for about a week
@@ -135,7 +136,11 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
     tz = settings.get(session, "campaign_timezone")
     ids = audience.campaign_audience(session, campaign, tz)
     shop = session.get_one(Shop, campaign.shop_id)
-    mailer = MarketingMailer(session, shop, CompiledContent(subject, body, fmt, campaign.signature))
+    tracker = tracker_for(session, "campaign", campaign.id, body, fmt, campaign)
+    compiled = CompiledContent(
+        subject, tracker.template if tracker else body, fmt, campaign.signature
+    )
+    mailer = MarketingMailer(session, shop, compiled, tracker)
     # Created unreleased (due_at NULL): the send claim skips a newsletter mail until the
     # gate below releases it inside the allowed hours and the quota.
     created = create_mails(

@@ -38,13 +38,15 @@ class BadToken(ValueError):
         self.status_code = status_code
 
 
-def _sign(payload: str, key: bytes) -> str:
+def sign(payload: str, key: bytes) -> str:
+    """HMAC-SHA256 of payload (signing.mac), URL-safe base64: the signer of public links
+    (unsubscribe, open and click tokens)."""
     return base64.urlsafe_b64encode(mac(key, payload)).rstrip(b"=").decode()
 
 
 def make_token(shop_id: int, customer_id: int, key: bytes | None = None) -> str:
     payload = f"{VERSION}.{int(shop_id)}.{int(customer_id)}"
-    return f"{payload}.{_sign(payload, key or secret_key())}"
+    return f"{payload}.{sign(payload, key or secret_key())}"
 
 
 def verify_token(token: str, key: bytes | None = None) -> tuple[int, int]:
@@ -53,7 +55,7 @@ def verify_token(token: str, key: bytes | None = None) -> tuple[int, int]:
     if not TOKEN_SHAPE.fullmatch(token):  # ASCII only: compare_digest refuses other text
         raise BadToken(f"token: {token[:80]!r} is not an unsubscribe token", 400)
     parts = token.split(".")
-    expected = _sign(".".join(parts[:3]), key or secret_key())
+    expected = sign(".".join(parts[:3]), key or secret_key())
     if not hmac.compare_digest(expected, parts[3]):
         raise BadToken("token: signature does not match (forged or altered link)", 403)
     return int(parts[1]), int(parts[2])

@@ -149,4 +149,7 @@ def create_app(
         token = request.query_params.get("t") or (form.get("t") or [""])[0]
         return await run_in_threadpool(apply, token)  # store work off the event loop
 
+    from automail.tracking.web import mount_tracking  # opens/clicks: same public mount
+
+    app.state.tracking = mount_tracking(app, sessions)
     return app
