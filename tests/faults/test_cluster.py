@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from conftest import _ensure_pg_database
 from sqlalchemy import Engine, func, insert, select, text
 
 from automail import settings
@@ -58,6 +59,7 @@ def _unavailable() -> str | None:
     if not shutil.which("redis-server"):
         return "redis-server not installed (scripts/services-up.sh installs it)"
     try:
+        _ensure_pg_database(PG_URL)  # as the store fixture does: each run may use its own
         probe = make_engine(PG_URL)
         with probe.connect():
             pass
