@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from automail.bounces.rules import match_reason, rejected_after_data
+from automail.bounces.rules import match_reason, rejected_after_data, smtp_stage
 
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
 NONE_REASONS = frozenset({"delivered", "feedback", "vacation"})
@@ -121,16 +121,27 @@ def is_decisive(enhanced: str | None) -> bool:
 def refine_user_unknown(
     reason: str, enhanced: str | None, context: str, remote_status: str | None = None
 ) -> str:
-    """Downgrade a worded "user unknown" to "filtered" when the reply shows it is a filter.
+    """Correct an address reason ("user unknown"...) by what the dialogue and codes show.
 
-    Two tells: the remote server's own code is 5.7.x (a policy refusal, RFC 3463), or the reply
-    answered DATA, after the recipient had been accepted at RCPT TO. A precise code (5.1.1)
-    from the remote keeps it a user-unknown.
+    - The reply answered MAIL FROM: the *sender* was refused, whatever the words ("rejected").
+    - A worded "user unknown" is a filter ("filtered") when the remote server's own code is
+      5.7.x (a policy refusal, RFC 3463) or the reply answered DATA, after the recipient had
+      been accepted at RCPT TO. A precise code (5.1.1) from the remote keeps it.
+    - A worded "user unknown" under a mailbox- or system-status code (5.2.x "mailbox
+      disabled", 5.3.x "mail system") says the mailbox exists: the code's meaning wins,
+      unless the reply answered RCPT TO.
     """
+    stage = smtp_stage(context)
+    if stage == "mail" and reason in HARD_REASONS:
+        return "rejected"
     if reason != "userunknown" or is_decisive(enhanced):
         return reason
     if (remote_status or "").startswith("5.7.") or rejected_after_data(context):
         return "filtered"
+    status = remote_status or enhanced or ""
+    if status[2:4] in ("2.", "3.") and stage != "rcpt":
+        _, subject, detail = status.split(".")
+        return STATUS_FALLBACK.get(f"{subject}.{detail}") or SUBJECT_FALLBACK[subject]
     return reason
 
 

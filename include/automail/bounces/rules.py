@@ -197,11 +197,20 @@ SPECIFIC_RULES = PRIORITY_RULES + [(re.compile(p), r) for p, r in _RAW_RULES]
 RULES = SPECIFIC_RULES + [(re.compile(p), r) for p, r in _RAW_GENERIC]
 _TIERS = {"priority": PRIORITY_RULES, "specific": SPECIFIC_RULES, "all": RULES}
 
-# The reply came after the message body was sent: the recipient had been accepted at RCPT.
-_AFTER_DATA_RE = re.compile(
-    r"in reply to (end of )?data command|after (end of )?data\b|^>>> DATA\s*\n<<< [45]\d\d",
+# Where in the SMTP dialogue the failing reply came: Postfix "(in reply to RCPT TO command)",
+# Exim "error ... after RCPT TO:<a>", sendmail ">>> RCPT To:<a>" then "<<< 550 ...", m-FILTER
+# "SMTP command" / "DATA", qmail "does not like recipient", Yahoo "[RCPT_TO]".
+_STAGE_RE = re.compile(
+    r"in reply to (?:(?P<d1>(?:end of )?data)|(?P<r1>rcpt to)|(?P<m1>mail from)) command"
+    r"|after (?:(?P<d2>(?:end of )?data)\b|(?P<r2>rcpt to|rcpt\b)|(?P<m2>mail from))"
+    r"|^>>> ?(?:(?P<d3>data)|(?P<r3>rcpt to)|(?P<m3>mail from))\b[^\n]*\n<<< ?[45]\d\d"
+    r"|smtp command\W{0,20}\n?\s*(?:(?P<d4>data)|(?P<r4>rcpt)|(?P<m4>mail))\b"
+    r"|error following (?:(?P<d5>data)|(?P<r5>rcpt)|(?P<m5>mail)) command"
+    r"|(?P<r6>does not like recipient|\[rcpt_to\]|most progress was rcpt to response)"
+    r"|(?P<d6>does not like data|after the message body was sent)",
     re.I | re.M,
 )
+_STAGES = {"d": "data", "r": "rcpt", "m": "mail"}
 _PIPELINED_RCPT_RE = re.compile(r"need rcpt|no valid recipients|rcpt first", re.I)
 
 
@@ -223,16 +232,29 @@ _EXPLICIT_NO_ACCOUNT_RE = re.compile(
 )
 
 
+def smtp_stage(text: str) -> str | None:
+    """"mail", "rcpt" or "data": the command the failing reply answered, None if not said.
+
+    Sendmail transcripts that show pipelined RCPT failures after DATA ("Need RCPT") say
+    nothing about the stage: the RCPT replies are read after DATA was sent.
+    """
+    text = text or ""
+    for candidate in (text, " ".join(text.split())):
+        for m in _STAGE_RE.finditer(candidate):
+            stage = _STAGES[next(k for k, v in m.groupdict().items() if v)[0]]
+            if stage == "data" and _PIPELINED_RCPT_RE.search(m.string[m.end() :]):
+                continue
+            return stage
+    return None
+
+
 def rejected_after_data(text: str) -> bool:
     """True when the failing reply answered DATA, not RCPT TO.
 
     A "user unknown" at that stage is a content or domain filter in disguise (au/KDDI does
-    this): the mailbox exists, so it must not be cleaned. Sendmail transcripts that show
-    pipelined RCPT failures ("Need RCPT") after DATA are not counted.
+    this): the mailbox exists, so it must not be cleaned.
     """
     text = text or ""
     if _EXPLICIT_NO_ACCOUNT_RE.search(text):
         return False
-    flat = " ".join(text.split())
-    m = _AFTER_DATA_RE.search(text) or _AFTER_DATA_RE.search(flat)
-    return bool(m) and not _PIPELINED_RCPT_RE.search(m.string[m.end() :])
+    return smtp_stage(text) == "data"
