@@ -40,7 +40,7 @@ def rows(name: str, corpus: Path = CORPUS) -> list[dict[str, str]]:
 
 
 def half(file_name: str) -> str:
-    """"dev" or "held": a fixed split by hash of the file name (rules are tuned on dev only)."""
+    """ "dev" or "held": a fixed split by hash of the file name (rules are tuned on dev only)."""
     return "dev" if hashlib.sha256(file_name.encode()).digest()[0] % 2 == 0 else "held"
 
 

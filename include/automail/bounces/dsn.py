@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from automail.bounces.codes import (
+    HARD_REASONS,
     find_enhanced,
     find_smtp_code,
     outcome_for,
@@ -107,10 +108,16 @@ def _recipient(block: dict[str, str], human_text: str, addrs: list[str]) -> Boun
     # Vague diagnostic: add what the human-readable part says about this recipient.
     context = diag + "\n" + (segment or human_text)
     text = diag if match_reason(diag) else context
+    # A Diagnostic-Code or a reply code is another server's answer, relayed to us.
+    relayed = bool(diag) or smtp_code is not None
     reason = refine_user_unknown(
-        reason_for(smtp_code, status, text), status, context, remote_status
+        reason_for(smtp_code, status, text), status, context, remote_status, relayed
     )
+    if reason == "userunknown" and match_reason(human_text) == "suspend":
+        reason = "suspend"  # "the account is disabled": it exists, a reply said "unknown"
     outcome = outcome_for(reason, smtp_code, status)
+    if action == "failed" and reason in HARD_REASONS and (status or "").startswith("4.1."):
+        outcome = "hard"  # an unknown-address reply repeated until the MTA gave up
     if action == "delayed":  # still queued: whatever the wording, nothing is final yet
         outcome = "soft"
         reason = "expired" if reason == "undefined" else reason

@@ -57,7 +57,10 @@ def addresses(text: str) -> list[str]:
     """Distinct addresses in order of first appearance, lowercased."""
     seen: dict[str, None] = {}
     for m in ADDR_RE.finditer(text):
-        seen.setdefault(m.group(0).strip(".").lower(), None)
+        # A quote before the local part is punctuation ("'Unknown user 'a@b.jp'"), not atext.
+        address = m.group(0).strip(".").lstrip("'`").lower()
+        if address and not address.startswith("@"):
+            seen.setdefault(address, None)
     return list(seen)
 
 
@@ -94,7 +97,9 @@ def pick_recipients(
 
 def _classify(text: str, context: str) -> tuple[str, int | None, str | None]:
     status, code = find_enhanced(text), find_smtp_code(text)
-    reason = refine_user_unknown(reason_for(code, status, text), status, context, status)
+    # A reply code in the text is another server's answer, quoted by the reporting MTA.
+    relayed = code is not None
+    reason = refine_user_unknown(reason_for(code, status, text), status, context, status, relayed)
     return reason, code, status
 
 

@@ -33,6 +33,19 @@ from automail.bounces.signals import (
 __all__ = ["BounceRecipient", "ParsedBounce", "classify_smtp", "parse_bounce"]
 
 _OWN_HEADERS = ("From", "To", "Return-Path", "Reply-To", "Delivered-To", "X-Original-To", "Sender")
+# A bounce relayed through (or about) a mailing list names the list's own addresses in these:
+# never the failed recipient.
+_LIST_HEADERS = (
+    "List-Id",
+    "List-Post",
+    "List-Owner",
+    "List-Help",
+    "List-Subscribe",
+    "List-Unsubscribe",
+    "Mailing-List",
+    "X-ML-Name",
+    "Errors-To",
+)
 _MAX_BYTES = 5_000_000  # a bounce larger than this is cut: its tail is the returned original
 _EMBEDDED_DSN_RE = re.compile(r"^(final|original)-recipient:", re.I | re.M)
 _INTRO_RE = re.compile(
@@ -40,6 +53,7 @@ _INTRO_RE = re.compile(
     r"|permanent (fatal )?error|wasn't able to deliver|unable to deliver|was not delivered"
     r"|delivery to the following recipient|failed permanently|returned to sender"
     r"|following address(es)? had (permanent|delivery)|did not reach|not be delivered"
+    r"|not a member of (this|the) (mailing )?list"
     r"|送信できません|配信できません|届きませんでした|宛先不明",
     re.I,
 )
@@ -102,7 +116,7 @@ def _nonstandard(
 ) -> ParsedBounce:
     # Addresses of the bounce itself and of the original sender are never failed recipients.
     own = set(addresses(original.get("from", "") + " " + original.get("return-path", "")))
-    for name in _OWN_HEADERS:
+    for name in (*_OWN_HEADERS, *_LIST_HEADERS):
         own.update(addresses(get(msg, name)))
     failed = addresses(get(msg, "X-Failed-Recipients"))
     sent_to = addresses(original.get("to", ""))
