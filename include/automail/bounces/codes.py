@@ -14,7 +14,6 @@ from automail.bounces.rules import (
     bare_rejection,
     explicit_no_account,
     match_reason,
-    rejected_after_data,
     sender_refused,
     smtp_stage,
 )
@@ -154,11 +153,12 @@ def refine_user_unknown(
         return "rejected"
     if reason == "rejected" and stage == "rcpt" and bare_rejection(context):
         return "userunknown"  # a bare "Rejected" answer to RCPT TO refuses the recipient
-    if reason == "userunknown" and sender_refused(context):
-        return sender_refused(context) or reason
+    if reason == "userunknown" and (refused := sender_refused(context)):
+        return refused
     if reason != "userunknown" or is_decisive(enhanced):
         return reason
-    if (remote_status or "").startswith("5.7.") or rejected_after_data(context):
+    after_data = stage == "data" and not explicit_no_account(context)
+    if (remote_status or "").startswith("5.7.") or after_data:
         return "filtered"
     status = remote_status or enhanced or ""
     if status[2:4] in ("2.", "3.") and stage != "rcpt":

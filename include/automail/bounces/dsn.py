@@ -15,7 +15,7 @@ from automail.bounces.codes import (
 from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
 from automail.bounces.nonstandard import segment_for
-from automail.bounces.rules import match_reason
+from automail.bounces.rules import account_disabled, match_reason
 
 DSN_TYPES = ("message/delivery-status", "message/global-delivery-status", "text/delivery-status")
 _FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
@@ -113,7 +113,7 @@ def _recipient(block: dict[str, str], human_text: str, addrs: list[str]) -> Boun
     reason = refine_user_unknown(
         reason_for(smtp_code, status, text), status, context, remote_status, relayed
     )
-    if reason == "userunknown" and match_reason(human_text) == "suspend":
+    if reason == "userunknown" and account_disabled(human_text):
         reason = "suspend"  # "the account is disabled": it exists, a reply said "unknown"
     outcome = outcome_for(reason, smtp_code, status)
     if action == "failed" and reason in HARD_REASONS and (status or "").startswith("4.1."):

@@ -311,6 +311,18 @@ def bare_rejection(text: str) -> bool:
     return bool(_BARE_REJECTION_RE.search((text or "").lower()))
 
 
+# The report says the recipient's account exists but is switched off (au: "The user(s)
+# account is disabled."): more precise than a "user unknown" reply quoted beside it.
+_DISABLED_RE = re.compile(
+    r"(?:account|mailbox)s?\)? (?:is|has been|was) (?:disabled|suspended|deactivated|inactive)",
+    re.I,
+)
+
+
+def account_disabled(text: str) -> bool:
+    return bool(_DISABLED_RE.search(text or ""))
+
+
 def explicit_no_account(text: str) -> bool:
     return bool(_EXPLICIT_NO_ACCOUNT_RE.search(" ".join((text or "").split())))
 
@@ -329,15 +341,3 @@ def smtp_stage(text: str) -> str | None:
                 continue
             return stage
     return None
-
-
-def rejected_after_data(text: str) -> bool:
-    """True when the failing reply answered DATA, not RCPT TO.
-
-    A "user unknown" at that stage is a content or domain filter in disguise (au/KDDI does
-    this): the mailbox exists, so it must not be cleaned.
-    """
-    text = text or ""
-    if explicit_no_account(text):
-        return False
-    return smtp_stage(text) == "data"
