@@ -7,17 +7,52 @@ Shared by the sender (immediate SMTP results) and bounce ingestion (later DSNs):
 - `invalid_after_failures` consecutive failures (hard or soft) mark it invalid.
 A result only counts while the customer still has that address: editing the
 address (which makes it valid again) must not inherit the old address's failures.
+The updates run as Core statements on the session's connection: Customer objects
+already loaded in that session are not refreshed (callers re-read after commit).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.orm import Session
 
 from automail import settings
 from automail.models import Customer
 
 OUTCOMES = ("success", "hard", "soft")
+
+# Built once: these run for every finished mail and every bounce, and building a statement
+# costs far more than executing a prebuilt one.
+_SAME = (Customer.id == bindparam("h_id")) & (Customer.email == bindparam("h_email"))
+_RESET = (
+    update(Customer).where(_SAME, Customer.consecutive_failures != 0).values(consecutive_failures=0)
+)
+_FAILED_SOFT = (
+    update(Customer).where(_SAME).values(consecutive_failures=Customer.consecutive_failures + 1)
+)
+_FAILED_HARD = (
+    update(Customer)
+    .where(_SAME)
+    .values(
+        consecutive_failures=Customer.consecutive_failures + 1,
+        address_cleaned=True,
+        address_reason=bindparam("h_reason"),
+    )
+)
+_INVALIDATE = (
+    update(Customer)
+    .where(
+        _SAME,
+        Customer.consecutive_failures >= bindparam("h_threshold"),
+        Customer.address_valid.is_(True),
+    )
+    .values(address_valid=False, address_reason=bindparam("h_reason"))
+)
+_RAISE_COUNT = (
+    update(Customer)
+    .where(_SAME, Customer.consecutive_failures < bindparam("h_at_least"))
+    .values(consecutive_failures=bindparam("h_at_least"))
+)
 
 
 def record_result(
@@ -33,29 +68,19 @@ def record_result(
         raise ValueError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
     if customer_id is None:
         return
-    same = (Customer.id == customer_id) & (Customer.email == email)
+    conn = session.connection()  # prebuilt Core statements: run once per finished mail
+    params = {"h_id": customer_id, "h_email": email}
     if outcome == "success":
-        # Only touch rows that need it: most successes change nothing.
-        session.execute(
-            update(Customer)
-            .where(same, Customer.consecutive_failures != 0)
-            .values(consecutive_failures=0)
-        )
+        conn.execute(_RESET, params)  # touches only rows that need it: most change nothing
         return
     if threshold is None:
         threshold = settings.get(session, "invalid_after_failures")
-    values: dict = {"consecutive_failures": Customer.consecutive_failures + 1}
     if outcome == "hard":
-        values.update(address_cleaned=True, address_reason=reason or "permanent failure")
-    session.execute(update(Customer).where(same).values(**values))
-    session.execute(
-        update(Customer)
-        .where(same, Customer.consecutive_failures >= threshold, Customer.address_valid.is_(True))
-        .values(
-            address_valid=False,
-            address_reason=f"{threshold} consecutive failures; last: {reason or outcome}",
-        )
-    )
+        conn.execute(_FAILED_HARD, {**params, "h_reason": reason or "permanent failure"})
+    else:
+        conn.execute(_FAILED_SOFT, params)
+    invalid = f"{threshold} consecutive failures; last: {reason or outcome}"
+    conn.execute(_INVALIDATE, {**params, "h_threshold": threshold, "h_reason": invalid})
 
 
 # -- delayed bounces (automail.bounces.ingest) ------------------------------------------
@@ -91,17 +116,8 @@ def raise_failure_count(
         return
     if threshold is None:
         threshold = settings.get(session, "invalid_after_failures")
-    same = (Customer.id == customer_id) & (Customer.email == email)
-    session.execute(
-        update(Customer)
-        .where(same, Customer.consecutive_failures < at_least)
-        .values(consecutive_failures=at_least)
-    )
-    session.execute(
-        update(Customer)
-        .where(same, Customer.consecutive_failures >= threshold, Customer.address_valid.is_(True))
-        .values(
-            address_valid=False,
-            address_reason=f"{threshold} consecutive failures; last: {reason or 'bounce'}",
-        )
-    )
+    conn = session.connection()
+    params = {"h_id": customer_id, "h_email": email}
+    conn.execute(_RAISE_COUNT, {**params, "h_at_least": at_least})
+    invalid = f"{threshold} consecutive failures; last: {reason or 'bounce'}"
+    conn.execute(_INVALIDATE, {**params, "h_threshold": threshold, "h_reason": invalid})

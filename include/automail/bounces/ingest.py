@@ -36,6 +36,7 @@ Effect (`Bounce.effect`) of a hard or soft bounce on its mail's To address:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -44,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -108,6 +109,100 @@ def verp_return_path(return_path: str, mail_id: int) -> str:
     if not sep or not local:
         raise ValueError(f"return_path {return_path!r}: not an address")
     return f"{local}+automail-{mail_id}@{domain}"
+
+
+# -- bulk reads for a chunk of messages (`ingest_source`) ------------------------------
+
+CHUNK = 200  # messages per transaction; a failure re-runs only its chunk, one by one
+_BATCH = "automail.bounce_batch"  # Session.info key of the chunk's _Batch
+_ID_CHUNK = 500  # values per IN (...) list
+
+
+@dataclass
+class _Batch:
+    """What a chunk's messages need from the store, read with one query per kind.
+
+    `ingest_message` asks through `_parsed`, `_known` and `_setting`, which answer from
+    here inside a chunk and from the store otherwise. The mails a chunk names (by
+    X-Automail-Id or our Message-ID) are loaded into the session, so matching by id
+    finds them in its identity map without a query.
+    """
+
+    parsed: dict[int, tuple[bytes, ParsedBounce]]
+    known: set[str]
+    settings: dict[str, object]
+    mails: list[Mail]  # held here: the identity map keeps only weak references
+
+    @classmethod
+    def read(cls, session: Session, items: list[tuple[bytes, ParsedBounce]]) -> _Batch:
+        fps, ids = [], set()
+        for raw, parsed in items:
+            fps.extend(fingerprint(raw, r.recipient) for r in _recipients(parsed))
+            ids.update(_named_ids(parsed))
+        known: set[str] = set()
+        mails: list[Mail] = []
+        for part in _slices(fps):
+            known.update(
+                session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(part)))
+            )
+        for part in _slices(sorted(ids)):
+            mails.extend(session.scalars(select(Mail).where(Mail.id.in_(part))))
+        return cls(
+            parsed={id(raw): (raw, parsed) for raw, parsed in items},
+            known=known,
+            settings={k: settings.get(session, k) for k in _SETTINGS},
+            mails=mails,
+        )
+
+
+_SETTINGS = ("bounce_fallback_days", "invalid_after_failures")
+
+
+def _slices(values: list) -> list[list]:
+    return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
+
+
+def _named_ids(parsed: ParsedBounce) -> set[int]:
+    """Mail ids a bounce names: its X-Automail-Id and our own Message-ID form."""
+    found = set()
+    for value, pattern in (
+        (parsed.original_headers.get("x-automail-id", ""), _DIGITS_RE),
+        ((parsed.original_message_id or "").strip().strip("<>"), _OURS_RE),
+    ):
+        m = pattern.match(value.strip())
+        if m and len(m.group(1)) <= 18:  # a bigint; longer is no id of ours
+            found.add(int(m.group(1)))
+    return found
+
+
+_DIGITS_RE = re.compile(r"^(\d+)$")
+
+
+def _batch(session: Session) -> _Batch | None:
+    return session.info.get(_BATCH)
+
+
+def _parsed(session: Session, raw: bytes) -> ParsedBounce:
+    """The chunk's parse of `raw` (parsed before the transaction began), else parse now."""
+    batch = _batch(session)
+    hit = batch.parsed.get(id(raw)) if batch is not None else None
+    return hit[1] if hit is not None and hit[0] is raw else parse_bounce(raw)
+
+
+def _known(session: Session, fps: list[str]) -> set[str]:
+    """Fingerprints already recorded. Inside a chunk the ones asked about are recorded by
+    the caller in this same transaction, so a repeat later in the chunk is known too."""
+    batch = _batch(session)
+    if batch is None:
+        return set(session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(fps))))
+    known = {fp for fp in fps if fp in batch.known}
+    batch.known.update(fps)
+    return known
+
+
+def _setting(session: Session, key: str):  # noqa: ANN202 - the setting's own type
+    batch = _batch(session)
+    return batch.settings[key] if batch is not None else settings.get(session, key)
 
 
 # -- matching -------------------------------------------------------------------------
@@ -199,6 +294,28 @@ def _describe(r: BounceRecipient) -> str:
     return f"{head}: {r.diagnostic}" if r.diagnostic else head
 
 
+# Statements run once or more per bounce are built once: building and caching a statement
+# costs some 20 times more than executing a prebuilt one with new parameters.
+_SET_OUTCOME = (
+    update(Mail)
+    .where(Mail.id == bindparam("b_mail"))
+    .values(bounce_outcome=bindparam("b_outcome"), updated_at=bindparam("b_now"))
+)
+_ADD_EVENT = insert(MailEvent)
+_RECORD = insert(Bounce).returning(Bounce.id)
+_NEWEST_OUTCOMES = (
+    select(Mail.bounce_outcome)
+    .where(
+        Mail.customer_id == bindparam("b_customer"),
+        Mail.to_address == bindparam("b_to"),
+        Mail.status == SENT,
+        Mail.sent_at.is_not(None),
+    )
+    .order_by(Mail.sent_at.desc(), Mail.id.desc())
+    .limit(STREAK_WINDOW)
+)
+
+
 def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, threshold: int) -> str:
     """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring)."""
     if r.recipient and r.recipient != mail.to_address.strip().lower():
@@ -206,19 +323,19 @@ def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, thre
     previous = mail.bounce_outcome
     outcome = "hard" if "hard" in (previous, r.outcome) else "soft"
     detail = _describe(r)[:2000]
-    session.execute(
-        update(Mail).where(Mail.id == mail.id).values(bounce_outcome=outcome, updated_at=now)
-    )
-    session.execute(
-        insert(MailEvent).values(
-            mail_id=mail.id,
-            at=now,
-            event="bounced",
-            from_status=mail.status,
-            to_status=mail.status,
-            actor=ACTOR,
-            detail=detail,
-        )
+    conn = session.connection()  # prebuilt Core statements: see _SET_OUTCOME
+    conn.execute(_SET_OUTCOME, {"b_mail": mail.id, "b_outcome": outcome, "b_now": now})
+    conn.execute(
+        _ADD_EVENT,
+        {
+            "mail_id": mail.id,
+            "at": now,
+            "event": "bounced",
+            "from_status": mail.status,
+            "to_status": mail.status,
+            "actor": ACTOR,
+            "detail": detail,
+        },
     )
     set_committed_value(mail, "bounce_outcome", outcome)  # the UPDATE above wrote it
     if mail.status != SENT:
@@ -248,17 +365,11 @@ def _failures_in_a_row(session: Session, mail: Mail) -> int:
     """
     if mail.customer_id is None:
         return 0
-    rows = session.execute(
-        select(Mail.bounce_outcome)
-        .where(
-            Mail.customer_id == mail.customer_id,
-            Mail.to_address == mail.to_address,
-            Mail.status == SENT,
-            Mail.sent_at.is_not(None),
-        )
-        .order_by(Mail.sent_at.desc(), Mail.id.desc())
-        .limit(STREAK_WINDOW)
-    ).scalars()
+    rows = (
+        session.connection()
+        .execute(_NEWEST_OUTCOMES, {"b_customer": mail.customer_id, "b_to": mail.to_address})
+        .scalars()
+    )
     streak = 0
     for outcome in rows:
         if outcome is None:
@@ -286,15 +397,11 @@ def ingest_message(
     """Record and apply one received message (no commit). Idempotent per message."""
     now = now or datetime.now(UTC)
     out = IngestSummary(messages=1)
-    parsed = parse_bounce(raw)
+    parsed = _parsed(session, raw)
     rows = [(r, fingerprint(raw, r.recipient)) for r in _recipients(parsed)]
-    known = set(
-        session.scalars(
-            select(Bounce.fingerprint).where(Bounce.fingerprint.in_([fp for _, fp in rows]))
-        )
-    )
-    fallback_days = settings.get(session, "bounce_fallback_days")
-    threshold = settings.get(session, "invalid_after_failures")
+    known = _known(session, [fp for _, fp in rows])
+    fallback_days = _setting(session, "bounce_fallback_days")
+    threshold = _setting(session, "invalid_after_failures")
     for r, fp in rows:
         if fp in known:
             out.duplicates += 1
@@ -304,26 +411,29 @@ def ingest_message(
             effect = "recorded" if mail is None else _apply(session, mail, r, now, threshold)
         else:
             effect = "ignored"
-        row_id = session.execute(
-            insert(Bounce)
-            .values(
-                fingerprint=fp,
-                received_at=now,
-                source=(source or "")[:500] or None,
-                kind=parsed.kind[:16],
-                recipient=(r.recipient or None) and r.recipient[:320],
-                outcome=r.outcome,
-                smtp_code=r.smtp_code,
-                enhanced_code=r.status,
-                reason=(r.reason or None) and r.reason[:64],
-                diagnostic=r.diagnostic or None,
-                mail_id=mail.id if mail is not None else None,
-                matched_by=how,
-                effect=effect,
-                original_message_id=(parsed.original_message_id or "")[:255] or None,
+        row_id = (
+            session.connection()
+            .execute(  # prebuilt, see _RECORD
+                _RECORD,
+                dict(
+                    fingerprint=fp,
+                    received_at=now,
+                    source=(source or "")[:500] or None,
+                    kind=parsed.kind[:16],
+                    recipient=(r.recipient or None) and r.recipient[:320],
+                    outcome=r.outcome,
+                    smtp_code=r.smtp_code,
+                    enhanced_code=r.status,
+                    reason=(r.reason or None) and r.reason[:64],
+                    diagnostic=r.diagnostic or None,
+                    mail_id=mail.id if mail is not None else None,
+                    matched_by=how,
+                    effect=effect,
+                    original_message_id=(parsed.original_message_id or "")[:255] or None,
+                ),
             )
-            .returning(Bounce.id)
-        ).scalar_one()
+            .scalar_one()
+        )
         out.ingested += 1
         if r.outcome == "hard":
             out.hard += 1
@@ -368,17 +478,52 @@ def ingest_source(
     source: BounceSource,
     now: datetime | None = None,
     limit: int | None = None,
+    chunk: int = CHUNK,
 ) -> IngestSummary:
-    """Every waiting message of `source`, each committed before it is marked done.
+    """Every waiting message of `source`, `chunk` messages per transaction, each message
+    marked done only after the commit that recorded it (see `_chunk`).
 
     A message that cannot be recorded (store error) stays in the mailbox and is listed
     in `failed`; the others go on.
     """
     total = IngestSummary()
-    for n, message in enumerate(source.messages()):
-        if limit is not None and n >= limit:
-            break
-        total.merge(_one(session_factory, source, message, now))
+    messages = source.messages()
+    if limit is not None:
+        messages = itertools.islice(messages, limit)
+    while batch := list(itertools.islice(messages, max(1, chunk))):
+        total.merge(_chunk(session_factory, source, batch, now))
+    return total
+
+
+def _chunk(
+    session_factory: SessionFactory,
+    source: BounceSource,
+    messages: list[Incoming],
+    now: datetime | None,
+) -> IngestSummary:
+    """One transaction for a chunk of messages: parse them all first (no lock held), read
+    what they need in bulk (known fingerprints, the mails they name, settings), record
+    each with `ingest_message`, commit, then mark them done. If anything goes wrong the
+    chunk is rolled back and its messages go one by one (`_one`), so one bad message
+    costs only itself and a concurrent run recording the same messages is a no-op.
+    """
+    parsed = [(m, parse_bounce(m.raw)) for m in messages]
+    total = IngestSummary()
+    try:
+        with session_factory() as session:
+            take_write_lock(session)  # SQLite: write-locked before the first read
+            session.info[_BATCH] = _Batch.read(session, [(m.raw, p) for m, p in parsed])
+            for message, _ in parsed:
+                total.merge(ingest_message(session, message.raw, message.ref, now))
+            session.commit()
+    except Exception as exc:  # noqa: BLE001 - retried message by message, which reports it
+        log.info("bounce chunk of %d rolled back (%s); one by one", len(messages), exc)
+        total = IngestSummary()
+        for message in messages:
+            total.merge(_one(session_factory, source, message, now))
+        return total
+    for message in messages:
+        source.done(message)
     return total
 
 
