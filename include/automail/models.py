@@ -539,3 +539,7 @@ class Setting(Base):
         UtcDateTime(), server_default=func.now(), onupdate=func.now()
     )
     updated_by: Mapped[str] = mapped_column(String(100), default="system")
+
+
+# 0007_h_bounce_accuracy: a customer's address's newest sent mails (bounce failure streak).
+Index("ix_mails_customer_sent", Mail.customer_id, Mail.to_address, Mail.sent_at)

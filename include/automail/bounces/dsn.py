@@ -66,9 +66,14 @@ def strip_diagnostic_type(value: str) -> str:
     return rest.strip() if sep and len(head) < 12 and " " not in head.strip() else value.strip()
 
 
+MAX_RECIPIENTS = 100  # per DSN: we send to one address (and a few BCCs) per mail
+
+
 def recipients_from_dsn(text: str, human_text: str = "") -> list[BounceRecipient]:
-    """BounceRecipients from the delivery-status fields; human_text helps when codes are vague."""
+    """BounceRecipients from the delivery-status fields (the first MAX_RECIPIENTS);
+    human_text helps when codes are vague."""
     blocks = [b for b in parse_fields(text) if any(k in b for k in _RECIPIENT_KEYS)]
+    blocks = blocks[:MAX_RECIPIENTS]
     addrs = [a for b in blocks for k in _RECIPIENT_KEYS if (a := address_of(b.get(k)))]
     return [_recipient(block, human_text, addrs) for block in blocks]
 

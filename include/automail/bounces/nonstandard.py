@@ -20,6 +20,8 @@ from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
 from automail.bounces.rules import match_reason
 
+MAX_RECIPIENTS = 100  # per bounce, as for DSNs
+
 ADDR_RE = re.compile(r"(?<![\w.+=-])[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # Mailbox names of services, never the failed recipient of a customer mail.
 _SERVICE_LOCALS = frozenset(
@@ -114,9 +116,11 @@ def segment_for(text: str, addr: str | None, recipients: list[str]) -> str:
 
 
 def recipients_from_text(explanation: str, recipients: list[str]) -> list[BounceRecipient]:
-    """One BounceRecipient per address, classified on the text that follows its mention."""
+    """One BounceRecipient per address (the first MAX_RECIPIENTS), classified on the text
+    that follows its mention."""
     delayed = bool(_DELAY_RE.search(explanation))
     out = []
+    recipients = recipients[:MAX_RECIPIENTS]
     for addr in recipients or [None]:
         segment = segment_for(explanation, addr, recipients)
         # The slice after the address is most precise; fall back to the whole explanation.

@@ -47,6 +47,8 @@ _LIST_HEADERS = (
     "Errors-To",
 )
 _MAX_BYTES = 5_000_000  # a bounce larger than this is cut: its tail is the returned original
+# The MTA's own words come first and are short; beyond this it is quoted text or an attack.
+MAX_EXPLANATION_CHARS = 64_000
 _EMBEDDED_DSN_RE = re.compile(r"^(final|original)-recipient:", re.I | re.M)
 _INTRO_RE = re.compile(
     r"could not be delivered|couldn't be delivered|undeliverable|delivery (has )?failed"
@@ -93,6 +95,7 @@ def _parse(raw: bytes) -> ParsedBounce:
     if ses is not None:
         return ses
     explanation, _ = split_original(body)
+    explanation = explanation[:MAX_EXPLANATION_CHARS]
     dsn_text = "\n\n".join(part_text(p) for p in leaves if p.get_content_type() in DSN_TYPES)
     if not dsn_text and _EMBEDDED_DSN_RE.search(body):
         dsn_text = body  # RFC 3464 fields pasted into the text part (WorkMail, broken MIME)
