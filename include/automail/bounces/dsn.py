@@ -66,7 +66,7 @@ def strip_diagnostic_type(value: str) -> str:
     return rest.strip() if sep and len(head) < 12 and " " not in head.strip() else value.strip()
 
 
-MAX_RECIPIENTS = 100  # per DSN: we send to one address (and a few BCCs) per mail
+MAX_RECIPIENTS = 20  # per DSN: we send to one address (and a few BCCs) per mail
 
 
 def recipients_from_dsn(text: str, human_text: str = "") -> list[BounceRecipient]:

@@ -38,11 +38,15 @@ def load(raw: bytes) -> Message:
 
     The stdlib parser's cost grows with nesting depth times length (and it recurses until
     RecursionError), so a message declaring more than MAX_BOUNDARIES multipart boundaries
-    is read as headers and one raw body: no real bounce nests that deep.
+    or more than 4 x MAX_PARTS part headers is read as headers and one raw body: no real
+    bounce is built like that.
     """
-    boundaries = itertools.islice(_BOUNDARY_RE.finditer(raw), MAX_BOUNDARIES + 1)
-    nested_too_deep = sum(1 for _ in boundaries) > MAX_BOUNDARIES
-    return BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=nested_too_deep)
+    flat = _more_than(_BOUNDARY_RE, raw, MAX_BOUNDARIES) or _more_than(_PART_RE, raw, MAX_PARTS * 4)
+    return BytesParser(policy=email.policy.compat32).parsebytes(raw, headersonly=flat)
+
+
+def _more_than(pattern: re.Pattern[bytes], raw: bytes, limit: int) -> bool:
+    return sum(1 for _ in itertools.islice(pattern.finditer(raw), limit + 1)) > limit
 
 
 def decode_bytes(data: bytes, charset: str | None = None) -> str:
@@ -70,8 +74,10 @@ MAX_HEADER_CHARS = 8_192  # of one header value decoded (stdlib decode_header is
 MAX_PARTS = 64  # MIME leaves looked at
 MAX_DEPTH = 12  # multipart nesting followed
 MAX_PART_CHARS = 1_000_000  # of one part's decoded text
+MAX_BLOCKS = 128  # header blocks of one message/* part (DSN recipient blocks) rendered
 MAX_BOUNDARIES = 64  # multipart boundaries declared before the MIME structure is ignored
 _BOUNDARY_RE = re.compile(rb"boundary\s*=", re.I)
+_PART_RE = re.compile(rb"^content-type:", re.I | re.M)
 
 
 def header_text(value: object) -> str:
@@ -128,7 +134,7 @@ def part_text(part: Message) -> str:
     """Readable text of one leaf part; message/* payloads come back as their header blocks."""
     payload = part.get_payload()
     if isinstance(payload, list):  # message/delivery-status, message/rfc822: parsed sub-blocks
-        blocks = [p for p in payload if isinstance(p, Message)]
+        blocks = [p for p in payload[:MAX_BLOCKS] if isinstance(p, Message)]
         texts = [headers_as_text(b) for b in blocks]
         if part.get_content_type() == "message/rfc822" and blocks:
             body = blocks[0].get_payload()

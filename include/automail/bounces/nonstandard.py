@@ -7,6 +7,7 @@ follows each address; when that slice says nothing useful, the whole explanation
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from automail.bounces.codes import (
@@ -20,7 +21,7 @@ from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
 from automail.bounces.rules import match_reason
 
-MAX_RECIPIENTS = 100  # per bounce, as for DSNs
+MAX_RECIPIENTS = 20  # per bounce, as for DSNs
 
 ADDR_RE = re.compile(r"(?<![\w.+=-])[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # Mailbox names of services, never the failed recipient of a customer mail.
@@ -136,9 +137,10 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
 
 
 def _diagnostic_line(text: str) -> str:
-    """The most telling line: one with a reply code or a known phrase, else the first line."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in lines:
+    """The most telling of the first 200 lines: one with a reply code or a known phrase,
+    else the first line."""
+    lines = [ln.strip() for ln in itertools.islice(text.splitlines(), 2000) if ln.strip()]
+    for line in lines[:200]:
         if find_smtp_code(line) or find_enhanced(line) or match_reason(line):
             return one_line(line)
     return one_line(lines[0] if lines else "")

@@ -278,6 +278,7 @@ _SENDER_REFUSED: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+@lru_cache(maxsize=256)  # asked once per recipient about the same explanation
 def sender_refused(text: str) -> str | None:
     """Reason when the text blames the sender or the recipient's choice, else None."""
     flat = " ".join((text or "").split()).lower()
@@ -323,10 +324,12 @@ def account_disabled(text: str) -> bool:
     return bool(_DISABLED_RE.search(text or ""))
 
 
+@lru_cache(maxsize=256)  # asked once per recipient about the same explanation
 def explicit_no_account(text: str) -> bool:
     return bool(_EXPLICIT_NO_ACCOUNT_RE.search(" ".join((text or "").split())))
 
 
+@lru_cache(maxsize=256)  # asked once per recipient about the same explanation
 def smtp_stage(text: str) -> str | None:
     """ "mail", "rcpt" or "data": the command the failing reply answered, None if not said.
 
