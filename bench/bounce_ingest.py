@@ -135,16 +135,20 @@ def _timed_ingest(url: str, box: Path) -> tuple[float, dict]:
     return elapsed, summary.as_dict()
 
 
+def _parse_rate(messages: list[bytes]) -> float:
+    start = time.perf_counter()
+    for raw in messages:
+        parse_bounce(raw)
+    return len(messages) / (time.perf_counter() - start)
+
+
 def run(store: str, url: str, tmp: Path, mails_n: int, bounces: int) -> None:
     mails = _setup(url, mails_n)
     step = max(1, len(mails) // bounces)
     chosen = mails[::step][:bounces]
     messages = [dsn(_original(mid, to), to) for mid, to in chosen]
 
-    start = time.perf_counter()
-    for raw in messages:
-        parse_bounce(raw)
-    parse_rate = len(messages) / (time.perf_counter() - start)
+    parse_rate = _parse_rate(messages)
 
     box = tmp / f"box-{store}"
     box.mkdir()
@@ -152,6 +156,8 @@ def run(store: str, url: str, tmp: Path, mails_n: int, bounces: int) -> None:
         (box / f"{n:06d}.eml").write_bytes(raw)
     elapsed, summary = _timed_ingest(url, box)
     assert summary["applied"] == len(messages), summary
+    # The faster of the parse runs before and after: a busy machine must not flatter the ratio.
+    parse_rate = max(parse_rate, _parse_rate(messages))
     _emit(f"bounce_parse_{store}_msgs_per_s", parse_rate, "msg/s")
     _emit(f"bounce_ingest_{store}_msgs_per_s", len(messages) / elapsed, "msg/s", parse_rate)
 
