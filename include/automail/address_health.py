@@ -13,7 +13,7 @@ already loaded in that session are not refreshed (callers re-read after commit).
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, update
+from sqlalchemy import bindparam, case, update
 from sqlalchemy.orm import Session
 
 from automail import settings
@@ -27,31 +27,41 @@ _SAME = (Customer.id == bindparam("h_id")) & (Customer.email == bindparam("h_ema
 _RESET = (
     update(Customer).where(_SAME, Customer.consecutive_failures != 0).values(consecutive_failures=0)
 )
-_FAILED_SOFT = (
-    update(Customer).where(_SAME).values(consecutive_failures=Customer.consecutive_failures + 1)
-)
-_FAILED_HARD = (
+# One statement per result: the failure count and the invalid rule together. SET
+# expressions read the row as it was, hence `consecutive_failures + 1` in the conditions.
+_COUNT = Customer.consecutive_failures + 1
+_REACHED = bindparam("h_threshold") <= _COUNT
+_FAILED = (
     update(Customer)
     .where(_SAME)
     .values(
-        consecutive_failures=Customer.consecutive_failures + 1,
-        address_cleaned=True,
-        address_reason=bindparam("h_reason"),
+        consecutive_failures=_COUNT,
+        address_cleaned=Customer.address_cleaned | bindparam("h_hard"),
+        address_valid=case((_REACHED, False), else_=Customer.address_valid),
+        address_reason=case(
+            (_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
+            (bindparam("h_hard"), bindparam("h_reason")),
+            else_=Customer.address_reason,
+        ),
     )
 )
-_INVALIDATE = (
-    update(Customer)
-    .where(
-        _SAME,
-        Customer.consecutive_failures >= bindparam("h_threshold"),
-        Customer.address_valid.is_(True),
-    )
-    .values(address_valid=False, address_reason=bindparam("h_reason"))
+# Raise the count to at least N (never lower it), then the same invalid rule.
+_RAISED = case(
+    (Customer.consecutive_failures < bindparam("h_at_least"), bindparam("h_at_least")),
+    else_=Customer.consecutive_failures,
 )
+_RAISED_REACHED = bindparam("h_threshold") <= _RAISED
 _RAISE_COUNT = (
     update(Customer)
-    .where(_SAME, Customer.consecutive_failures < bindparam("h_at_least"))
-    .values(consecutive_failures=bindparam("h_at_least"))
+    .where(_SAME)
+    .values(
+        consecutive_failures=_RAISED,
+        address_valid=case((_RAISED_REACHED, False), else_=Customer.address_valid),
+        address_reason=case(
+            (_RAISED_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
+            else_=Customer.address_reason,
+        ),
+    )
 )
 
 
@@ -75,12 +85,14 @@ def record_result(
         return
     if threshold is None:
         threshold = settings.get(session, "invalid_after_failures")
-    if outcome == "hard":
-        conn.execute(_FAILED_HARD, {**params, "h_reason": reason or "permanent failure"})
-    else:
-        conn.execute(_FAILED_SOFT, params)
-    invalid = f"{threshold} consecutive failures; last: {reason or outcome}"
-    conn.execute(_INVALIDATE, {**params, "h_threshold": threshold, "h_reason": invalid})
+    hard = outcome == "hard"
+    params |= {
+        "h_hard": hard,
+        "h_reason": (reason or "permanent failure") if hard else None,
+        "h_threshold": threshold,
+        "h_invalid": f"{threshold} consecutive failures; last: {reason or outcome}",
+    }
+    conn.execute(_FAILED, params)
 
 
 # -- delayed bounces (automail.bounces.ingest) ------------------------------------------
@@ -116,8 +128,11 @@ def raise_failure_count(
         return
     if threshold is None:
         threshold = settings.get(session, "invalid_after_failures")
-    conn = session.connection()
-    params = {"h_id": customer_id, "h_email": email}
-    conn.execute(_RAISE_COUNT, {**params, "h_at_least": at_least})
-    invalid = f"{threshold} consecutive failures; last: {reason or 'bounce'}"
-    conn.execute(_INVALIDATE, {**params, "h_threshold": threshold, "h_reason": invalid})
+    params = {
+        "h_id": customer_id,
+        "h_email": email,
+        "h_at_least": at_least,
+        "h_threshold": threshold,
+        "h_invalid": f"{threshold} consecutive failures; last: {reason or 'bounce'}",
+    }
+    session.connection().execute(_RAISE_COUNT, params)
