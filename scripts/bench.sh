@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000
+  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000; BOUNCES=2000
 else
-  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000
+  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000; BOUNCES=10000
 fi
 run() { echo "# $*" >&2; "$@"; }
 # shellcheck disable=SC2086
@@ -19,4 +19,4 @@ run $PY bench/relay.py --mails "$SENDS"
 run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py
-run $PY bench/bounce_ingest.py
+run $PY bench/bounce_ingest.py --bounces "$BOUNCES"  # SQLite and PostgreSQL

@@ -7,17 +7,62 @@ Shared by the sender (immediate SMTP results) and bounce ingestion (later DSNs):
 - `invalid_after_failures` consecutive failures (hard or soft) mark it invalid.
 A result only counts while the customer still has that address: editing the
 address (which makes it valid again) must not inherit the old address's failures.
+The updates run as Core statements on the session's connection: Customer objects
+already loaded in that session are not refreshed (callers re-read after commit).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, case, update
 from sqlalchemy.orm import Session
 
 from automail import settings
 from automail.models import Customer
 
 OUTCOMES = ("success", "hard", "soft")
+
+# Built once: these run for every finished mail and every bounce, and building a statement
+# costs far more than executing a prebuilt one.
+_SAME = (Customer.id == bindparam("h_id")) & (Customer.email == bindparam("h_email"))
+_RESET = (
+    update(Customer).where(_SAME, Customer.consecutive_failures != 0).values(consecutive_failures=0)
+)
+# One statement per result: the failure count and the invalid rule together. SET
+# expressions read the row as it was, hence `consecutive_failures + 1` in the conditions.
+_COUNT = Customer.consecutive_failures + 1
+_REACHED = bindparam("h_threshold") <= _COUNT
+_FAILED = (
+    update(Customer)
+    .where(_SAME)
+    .values(
+        consecutive_failures=_COUNT,
+        address_cleaned=Customer.address_cleaned | bindparam("h_hard"),
+        address_valid=case((_REACHED, False), else_=Customer.address_valid),
+        address_reason=case(
+            (_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
+            (bindparam("h_hard"), bindparam("h_reason")),
+            else_=Customer.address_reason,
+        ),
+    )
+)
+# Raise the count to at least N (never lower it), then the same invalid rule.
+_RAISED = case(
+    (Customer.consecutive_failures < bindparam("h_at_least"), bindparam("h_at_least")),
+    else_=Customer.consecutive_failures,
+)
+_RAISED_REACHED = bindparam("h_threshold") <= _RAISED
+_RAISE_COUNT = (
+    update(Customer)
+    .where(_SAME)
+    .values(
+        consecutive_failures=_RAISED,
+        address_valid=case((_RAISED_REACHED, False), else_=Customer.address_valid),
+        address_reason=case(
+            (_RAISED_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
+            else_=Customer.address_reason,
+        ),
+    )
+)
 
 
 def record_result(
@@ -33,29 +78,21 @@ def record_result(
         raise ValueError(f"outcome {outcome!r}: expected one of {', '.join(OUTCOMES)}")
     if customer_id is None:
         return
-    same = (Customer.id == customer_id) & (Customer.email == email)
+    conn = session.connection()  # prebuilt Core statements: run once per finished mail
+    params = {"h_id": customer_id, "h_email": email}
     if outcome == "success":
-        # Only touch rows that need it: most successes change nothing.
-        session.execute(
-            update(Customer)
-            .where(same, Customer.consecutive_failures != 0)
-            .values(consecutive_failures=0)
-        )
+        conn.execute(_RESET, params)  # touches only rows that need it: most change nothing
         return
     if threshold is None:
         threshold = settings.get(session, "invalid_after_failures")
-    values: dict = {"consecutive_failures": Customer.consecutive_failures + 1}
-    if outcome == "hard":
-        values.update(address_cleaned=True, address_reason=reason or "permanent failure")
-    session.execute(update(Customer).where(same).values(**values))
-    session.execute(
-        update(Customer)
-        .where(same, Customer.consecutive_failures >= threshold, Customer.address_valid.is_(True))
-        .values(
-            address_valid=False,
-            address_reason=f"{threshold} consecutive failures; last: {reason or outcome}",
-        )
-    )
+    hard = outcome == "hard"
+    params |= {
+        "h_hard": hard,
+        "h_reason": (reason or "permanent failure") if hard else None,
+        "h_threshold": threshold,
+        "h_invalid": f"{threshold} consecutive failures; last: {reason or outcome}",
+    }
+    conn.execute(_FAILED, params)
 
 
 # -- delayed bounces (automail.bounces.ingest) ------------------------------------------
@@ -91,17 +128,11 @@ def raise_failure_count(
         return
     if threshold is None:
         threshold = settings.get(session, "invalid_after_failures")
-    same = (Customer.id == customer_id) & (Customer.email == email)
-    session.execute(
-        update(Customer)
-        .where(same, Customer.consecutive_failures < at_least)
-        .values(consecutive_failures=at_least)
-    )
-    session.execute(
-        update(Customer)
-        .where(same, Customer.consecutive_failures >= threshold, Customer.address_valid.is_(True))
-        .values(
-            address_valid=False,
-            address_reason=f"{threshold} consecutive failures; last: {reason or 'bounce'}",
-        )
-    )
+    params = {
+        "h_id": customer_id,
+        "h_email": email,
+        "h_at_least": at_least,
+        "h_threshold": threshold,
+        "h_invalid": f"{threshold} consecutive failures; last: {reason or 'bounce'}",
+    }
+    session.connection().execute(_RAISE_COUNT, params)

@@ -568,3 +568,7 @@ class DomainBackoff(Base):
     since: Mapped[datetime] = mapped_column(UtcDateTime())
     until: Mapped[datetime] = mapped_column(UtcDateTime())
     reason: Mapped[str] = mapped_column(Text)
+
+
+# A customer's address's newest sent mails: the bounce failure streak (migration 0010).
+Index("ix_mails_customer_sent", Mail.customer_id, Mail.to_address, Mail.sent_at)

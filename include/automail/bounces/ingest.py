@@ -44,6 +44,7 @@ Signed and naming the mail's recipient:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -52,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -110,6 +111,103 @@ class IngestSummary:
 
 def fingerprint(raw: bytes, recipient: str | None) -> str:
     return hashlib.sha256(raw + b"\0" + (recipient or "").encode()).hexdigest()
+
+
+# -- bulk reads for a chunk of messages (`ingest_source`) ------------------------------
+
+CHUNK = 200  # messages per transaction; a failure re-runs only its chunk, one by one
+_BATCH = "automail.bounce_batch"  # Session.info key of the chunk's _Batch
+_ID_CHUNK = 500  # values per IN (...) list
+
+
+@dataclass
+class _Batch:
+    """What a chunk's messages need from the store, read with one query per kind.
+
+    `ingest_message` asks through `_parsed`, `_known` and `_setting`, which answer from
+    here inside a chunk and from the store otherwise. The mails a chunk names (by
+    X-Automail-Id, a return path or our Message-ID, signed or not) are loaded into the
+    session, so matching by id — and checking a claim's signature against its mail's
+    shop — finds them in its identity map without a query.
+    """
+
+    parsed: dict[int, tuple[bytes, ParsedBounce, list[Claim]]]
+    known: set[str]
+    settings: dict[str, object]
+    mails: list[Mail]  # held here: the identity map keeps only weak references
+
+    @classmethod
+    def read(cls, session: Session, items: list[tuple[bytes, ParsedBounce, list[Claim]]]) -> _Batch:
+        fps, ids = [], set()
+        for raw, parsed, claims in items:
+            fps.extend(fingerprint(raw, r.recipient) for r in _recipients(parsed))
+            ids.update(_named_ids(parsed, claims))
+        known: set[str] = set()
+        mails: list[Mail] = []
+        for part in _slices(fps):
+            known.update(
+                session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(part)))
+            )
+        for part in _slices(sorted(ids)):
+            mails.extend(session.scalars(select(Mail).where(Mail.id.in_(part))))
+        return cls(
+            parsed={id(raw): (raw, parsed, claims) for raw, parsed, claims in items},
+            known=known,
+            settings={k: settings.get(session, k) for k in _SETTINGS},
+            mails=mails,
+        )
+
+
+_SETTINGS = ("bounce_fallback_days", "invalid_after_failures")
+_MAX_ID = 2**63 - 1  # a bigint; larger is no id of ours
+
+
+def _slices(values: list) -> list[list]:
+    return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
+
+
+def _named_ids(parsed: ParsedBounce, claims: list[Claim]) -> set[int]:
+    """Mail ids a bounce names: its X-Automail-Id and its claims (return paths, our
+    Message-ID form)."""
+    found = {c.mail_id for c in claims}
+    m = _DIGITS_RE.match(parsed.original_headers.get("x-automail-id", "").strip())
+    if m and len(m.group(1)) <= 19:
+        found.add(int(m.group(1)))
+    return {i for i in found if 0 < i <= _MAX_ID}
+
+
+_DIGITS_RE = re.compile(r"^(\d+)$")
+
+
+def _batch(session: Session) -> _Batch | None:
+    return session.info.get(_BATCH)
+
+
+def _parsed(session: Session, raw: bytes) -> tuple[ParsedBounce, list[Claim]]:
+    """The chunk's parse and claims of `raw` (read before the transaction began), else
+    read now."""
+    batch = _batch(session)
+    hit = batch.parsed.get(id(raw)) if batch is not None else None
+    if hit is not None and hit[0] is raw:
+        return hit[1], hit[2]
+    parsed = parse_bounce(raw)
+    return parsed, claims_of(parsed, raw)
+
+
+def _known(session: Session, fps: list[str]) -> set[str]:
+    """Fingerprints already recorded. Inside a chunk the ones asked about are recorded by
+    the caller in this same transaction, so a repeat later in the chunk is known too."""
+    batch = _batch(session)
+    if batch is None:
+        return set(session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(fps))))
+    known = {fp for fp in fps if fp in batch.known}
+    batch.known.update(fps)
+    return known
+
+
+def _setting(session: Session, key: str):  # noqa: ANN202 - the setting's own type
+    batch = _batch(session)
+    return batch.settings[key] if batch is not None else settings.get(session, key)
 
 
 # -- matching -------------------------------------------------------------------------
@@ -248,6 +346,28 @@ def effect_text(effect: str | None, trust: str | None) -> str:
     return effect or ""
 
 
+# Statements run once or more per bounce are built once: building and caching a statement
+# costs some 20 times more than executing a prebuilt one with new parameters.
+_SET_OUTCOME = (
+    update(Mail)
+    .where(Mail.id == bindparam("b_mail"))
+    .values(bounce_outcome=bindparam("b_outcome"), updated_at=bindparam("b_now"))
+)
+_ADD_EVENT = insert(MailEvent)
+_RECORD = insert(Bounce).returning(Bounce.id)
+_NEWEST_OUTCOMES = (
+    select(Mail.bounce_outcome)
+    .where(
+        Mail.customer_id == bindparam("b_customer"),
+        Mail.to_address == bindparam("b_to"),
+        Mail.status == SENT,
+        Mail.sent_at.is_not(None),
+    )
+    .order_by(Mail.sent_at.desc(), Mail.id.desc())
+    .limit(STREAK_WINDOW)
+)
+
+
 def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, threshold: int) -> str:
     """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring)."""
     if r.recipient != mail.to_address.strip().lower():
@@ -255,19 +375,19 @@ def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, thre
     previous = mail.bounce_outcome
     outcome = "hard" if "hard" in (previous, r.outcome) else "soft"
     detail = _describe(r)[:2000]
-    session.execute(
-        update(Mail).where(Mail.id == mail.id).values(bounce_outcome=outcome, updated_at=now)
-    )
-    session.execute(
-        insert(MailEvent).values(
-            mail_id=mail.id,
-            at=now,
-            event="bounced",
-            from_status=mail.status,
-            to_status=mail.status,
-            actor=ACTOR,
-            detail=detail,
-        )
+    conn = session.connection()  # prebuilt Core statements: see _SET_OUTCOME
+    conn.execute(_SET_OUTCOME, {"b_mail": mail.id, "b_outcome": outcome, "b_now": now})
+    conn.execute(
+        _ADD_EVENT,
+        {
+            "mail_id": mail.id,
+            "at": now,
+            "event": "bounced",
+            "from_status": mail.status,
+            "to_status": mail.status,
+            "actor": ACTOR,
+            "detail": detail,
+        },
     )
     set_committed_value(mail, "bounce_outcome", outcome)  # the UPDATE above wrote it
     if mail.status != SENT:
@@ -297,17 +417,11 @@ def _failures_in_a_row(session: Session, mail: Mail) -> int:
     """
     if mail.customer_id is None:
         return 0
-    rows = session.execute(
-        select(Mail.bounce_outcome)
-        .where(
-            Mail.customer_id == mail.customer_id,
-            Mail.to_address == mail.to_address,
-            Mail.status == SENT,
-            Mail.sent_at.is_not(None),
-        )
-        .order_by(Mail.sent_at.desc(), Mail.id.desc())
-        .limit(STREAK_WINDOW)
-    ).scalars()
+    rows = (
+        session.connection()
+        .execute(_NEWEST_OUTCOMES, {"b_customer": mail.customer_id, "b_to": mail.to_address})
+        .scalars()
+    )
     streak = 0
     for outcome in rows:
         if outcome is None:
@@ -340,16 +454,11 @@ def ingest_message(
     now = now or datetime.now(UTC)
     signer = signer or MailSigner()
     out = IngestSummary(messages=1)
-    parsed = parse_bounce(raw)
-    claims = claims_of(parsed, raw)
+    parsed, claims = _parsed(session, raw)
     rows = [(r, fingerprint(raw, r.recipient)) for r in _recipients(parsed)]
-    known = set(
-        session.scalars(
-            select(Bounce.fingerprint).where(Bounce.fingerprint.in_([fp for _, fp in rows]))
-        )
-    )
-    fallback_days = settings.get(session, "bounce_fallback_days")
-    threshold = settings.get(session, "invalid_after_failures")
+    known = _known(session, [fp for _, fp in rows])
+    fallback_days = _setting(session, "bounce_fallback_days")
+    threshold = _setting(session, "invalid_after_failures")
     for r, fp in rows:
         if fp in known:
             out.duplicates += 1
@@ -357,27 +466,30 @@ def ingest_message(
         link = match(session, parsed, r.recipient, claims, now, fallback_days, signer)
         mail = link.mail
         effect = _effect(session, link, r, now, threshold) if r.outcome in FAILURES else "ignored"
-        row_id = session.execute(
-            insert(Bounce)
-            .values(
-                fingerprint=fp,
-                received_at=now,
-                source=(source or "")[:500] or None,
-                kind=parsed.kind[:16],
-                recipient=(r.recipient or None) and r.recipient[:320],
-                outcome=r.outcome,
-                smtp_code=r.smtp_code,
-                enhanced_code=r.status,
-                reason=(r.reason or None) and r.reason[:64],
-                diagnostic=r.diagnostic or None,
-                mail_id=mail.id if mail is not None else None,
-                matched_by=link.how,
-                effect=effect,
-                trust=link.trust,
-                original_message_id=(parsed.original_message_id or "")[:255] or None,
+        row_id = (
+            session.connection()
+            .execute(  # prebuilt, see _RECORD
+                _RECORD,
+                dict(
+                    fingerprint=fp,
+                    received_at=now,
+                    source=(source or "")[:500] or None,
+                    kind=parsed.kind[:16],
+                    recipient=(r.recipient or None) and r.recipient[:320],
+                    outcome=r.outcome,
+                    smtp_code=r.smtp_code,
+                    enhanced_code=r.status,
+                    reason=(r.reason or None) and r.reason[:64],
+                    diagnostic=r.diagnostic or None,
+                    mail_id=mail.id if mail is not None else None,
+                    matched_by=link.how,
+                    effect=effect,
+                    trust=link.trust,
+                    original_message_id=(parsed.original_message_id or "")[:255] or None,
+                ),
             )
-            .returning(Bounce.id)
-        ).scalar_one()
+            .scalar_one()
+        )
         out.ingested += 1
         if r.outcome == "hard":
             out.hard += 1
@@ -424,18 +536,55 @@ def ingest_source(
     source: BounceSource,
     now: datetime | None = None,
     limit: int | None = None,
+    chunk: int = CHUNK,
 ) -> IngestSummary:
-    """Every waiting message of `source`, each committed before it is marked done.
+    """Every waiting message of `source`, `chunk` messages per transaction, each message
+    marked done only after the commit that recorded it (see `_chunk`).
 
     A message that cannot be recorded (store error) stays in the mailbox and is listed
     in `failed`; the others go on.
     """
     total = IngestSummary()
     signer = MailSigner()  # the signing key is read once per run, when first needed
-    for n, message in enumerate(source.messages()):
-        if limit is not None and n >= limit:
-            break
-        total.merge(_one(session_factory, source, message, now, signer))
+    messages = source.messages()
+    if limit is not None:
+        messages = itertools.islice(messages, limit)
+    while batch := list(itertools.islice(messages, max(1, chunk))):
+        total.merge(_chunk(session_factory, source, batch, now, signer))
+    return total
+
+
+def _chunk(
+    session_factory: SessionFactory,
+    source: BounceSource,
+    messages: list[Incoming],
+    now: datetime | None,
+    signer: MailSigner,
+) -> IngestSummary:
+    """One transaction for a chunk of messages: parse them all first (no lock held), read
+    what they need in bulk (known fingerprints, the mails they name, settings), record
+    each with `ingest_message`, commit, then mark them done. If anything goes wrong the
+    chunk is rolled back and its messages go one by one (`_one`), so one bad message
+    costs only itself and a concurrent run recording the same messages is a no-op.
+    """
+    total = IngestSummary()
+    try:
+        read = [(m.raw, parse_bounce(m.raw)) for m in messages]
+        items = [(raw, p, claims_of(p, raw)) for raw, p in read]
+        with session_factory() as session:
+            take_write_lock(session)  # SQLite: write-locked before the first read
+            session.info[_BATCH] = _Batch.read(session, items)
+            for message in messages:
+                total.merge(ingest_message(session, message.raw, message.ref, now, signer))
+            session.commit()
+    except Exception as exc:  # noqa: BLE001 - retried message by message, which reports it
+        log.info("bounce chunk of %d rolled back (%s); one by one", len(messages), exc)
+        total = IngestSummary()
+        for message in messages:
+            total.merge(_one(session_factory, source, message, now, signer))
+        return total
+    for message in messages:
+        source.done(message)
     return total
 
 
