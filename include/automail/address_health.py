@@ -13,7 +13,7 @@ already loaded in that session are not refreshed (callers re-read after commit).
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, case, update
+from sqlalchemy import Update, bindparam, case, update
 from sqlalchemy.orm import Session
 
 from automail import settings
@@ -96,43 +96,82 @@ def record_result(
 
 
 # -- delayed bounces (automail.bounces.ingest) ------------------------------------------
+# Bounce ingestion defers its writes to the end of a chunk of messages, so these build a
+# (statement, parameters) pair instead of executing; `execute_in_order` runs them.
 
-
-def mark_cleaned(session: Session, customer_id: int | None, email: str, reason: str) -> None:
-    """A hard bounce for a mail whose soft bounce was already counted: clean, count nothing."""
-    if customer_id is None:
-        return
-    session.execute(
-        update(Customer)
-        .where(Customer.id == customer_id, Customer.email == email)
-        .values(address_cleaned=True, address_reason=reason)
+# A bounced mail's failure: the count becomes the larger of count + 1 and the bounced
+# mails in a row (`at_least`), then the invalid rule. The sender resets the count when the
+# server *accepts* a mail (B10), so with delayed bounces only, accept/bounce/accept/bounce
+# would never reach the threshold; the run of bounced mails among the newest sent mails
+# to the address is the real number of failures in a row.
+_BOUNCE_COUNT = case((bindparam("h_at_least") > _COUNT, bindparam("h_at_least")), else_=_COUNT)
+_BOUNCE_REACHED = bindparam("h_threshold") <= _BOUNCE_COUNT
+_BOUNCED = (
+    update(Customer)
+    .where(_SAME)
+    .values(
+        consecutive_failures=_BOUNCE_COUNT,
+        address_cleaned=Customer.address_cleaned | bindparam("h_hard"),
+        address_valid=case((_BOUNCE_REACHED, False), else_=Customer.address_valid),
+        address_reason=case(
+            (_BOUNCE_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
+            (bindparam("h_hard"), bindparam("h_reason")),
+            else_=Customer.address_reason,
+        ),
     )
+)
+# A hard bounce for a mail whose soft bounce was already counted: clean, count nothing.
+_CLEANED = (
+    update(Customer).where(_SAME).values(address_cleaned=True, address_reason=bindparam("h_reason"))
+)
+
+Write = tuple[Update, dict]
 
 
-def raise_failure_count(
-    session: Session,
-    customer_id: int | None,
-    email: str,
-    at_least: int,
-    reason: str | None = None,
-    threshold: int | None = None,
-) -> None:
-    """Make the failure count at least `at_least`, then apply the invalid rule (no commit).
-
-    The sender resets the count when the server *accepts* a mail (B10), so with delayed
-    bounces only, accept/bounce/accept/bounce would never reach the threshold. Bounce
-    ingestion therefore passes the run of bounced mails among the newest sent mails to
-    the address, which is the real number of failures in a row.
-    """
-    if customer_id is None or at_least <= 0:
-        return
-    if threshold is None:
-        threshold = settings.get(session, "invalid_after_failures")
-    params = {
+def bounce_failure(
+    customer_id: int | None, email: str, outcome: str, at_least: int, reason: str, threshold: int
+) -> Write | None:
+    """A hard/soft bounce of a sent mail, `at_least` bounced mails in a row (no I/O)."""
+    if outcome not in ("hard", "soft"):
+        raise ValueError(f"outcome {outcome!r}: expected hard or soft")
+    if customer_id is None:
+        return None
+    hard = outcome == "hard"
+    return _BOUNCED, {
         "h_id": customer_id,
         "h_email": email,
         "h_at_least": at_least,
+        "h_hard": hard,
+        "h_reason": reason if hard else None,
         "h_threshold": threshold,
-        "h_invalid": f"{threshold} consecutive failures; last: {reason or 'bounce'}",
+        "h_invalid": f"{threshold} consecutive failures; last: {reason}",
     }
-    session.connection().execute(_RAISE_COUNT, params)
+
+
+def hard_after_soft(customer_id: int | None, email: str, reason: str) -> Write | None:
+    """A hard bounce for a mail already counted as a soft bounce: clean it (no I/O)."""
+    if customer_id is None:
+        return None
+    return _CLEANED, {"h_id": customer_id, "h_email": email, "h_reason": reason}
+
+
+def execute_in_order(session: Session, writes: list[Write]) -> None:
+    """Run `writes` in their order (their effects on one customer depend on it): one round
+    trip on PostgreSQL (psycopg2's own client-side quoting, as automail.sending.batch),
+    one statement after the other on SQLite (in-process: nothing to save)."""
+    if not writes:
+        return
+    conn = session.connection()
+    if conn.dialect.name != "postgresql":
+        for stmt, params in writes:
+            conn.execute(stmt, params)
+        return
+    compiled = {}
+    parts = []
+    with conn.connection.dbapi_connection.cursor() as cur:
+        for stmt, params in writes:
+            c = compiled.get(id(stmt))
+            if c is None:
+                c = compiled[id(stmt)] = stmt.compile(dialect=conn.dialect)
+            parts.append(cur.mogrify(c.string, c.construct_params(params)))
+        cur.execute(b";".join(parts))

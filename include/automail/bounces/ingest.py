@@ -33,7 +33,7 @@ Signed and naming the mail's recipient:
   `bounce_outcome` hard|soft (hard wins over soft), a `bounced` MailEvent with the code
   and reason, and the address health update: a hard bounce cleans the address (no more
   newsletters), failures in a row — counted over the newest sent mails, see
-  `address_health.raise_failure_count` — invalidate it. The status stays `sent`: B10
+  `address_health.bounce_failure` — invalidate it. The status stays `sent`: B10
   says sent means accepted, campaign counts already read `bounce_outcome` as an error,
   and a bounced mail still counts against the quota (C9).
 - `recorded`: the mail is not `sent` any more (resent, or failed at once, which the
@@ -53,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -135,6 +135,14 @@ class _Batch:
     known: set[str]
     settings: dict[str, object]
     mails: list[Mail]  # held here: the identity map keeps only weak references
+    # (customer, address) -> the newest sent mails' (id, bounce_outcome), newest first
+    newest: dict[tuple[int, str], list[tuple[int, str | None]]]
+    # Writes deferred to `flush` (one statement per kind, not some six per bounce):
+    outcomes: dict[int, tuple[str, datetime]] = field(default_factory=dict)  # mail id ->
+    events: list[dict] = field(default_factory=list)
+    health: list[address_health.Write] = field(default_factory=list)  # in order
+    records: list[dict] = field(default_factory=list)
+    unmatched: list[tuple[IngestSummary, str]] = field(default_factory=list)  # (out, fp)
 
     @classmethod
     def read(cls, session: Session, items: list[tuple[bytes, ParsedBounce, list[Claim]]]) -> _Batch:
@@ -155,7 +163,47 @@ class _Batch:
             known=known,
             settings={k: settings.get(session, k) for k in _SETTINGS},
             mails=mails,
+            newest=_newest_sent(session, mails),
         )
+
+    def flush(self, session: Session) -> None:
+        """Write what the chunk's bounces deferred, a statement per kind (the order
+        between kinds does not matter: no statement reads another kind's rows), then
+        give each unmatched row's summary its Bounce id."""
+        conn = session.connection()
+        by_outcome: dict[tuple[str, datetime], list[int]] = {}
+        for mail_id, key in self.outcomes.items():
+            by_outcome.setdefault(key, []).append(mail_id)
+        for (outcome, now), mail_ids in by_outcome.items():
+            for part in _slices(sorted(mail_ids)):
+                conn.execute(
+                    update(Mail)
+                    .where(Mail.id.in_(part))
+                    .values(bounce_outcome=outcome, updated_at=now)
+                )
+        if self.events:
+            conn.execute(_ADD_EVENT, self.events)
+        address_health.execute_in_order(session, self.health)
+        ids = {}
+        if self.records:
+            ids = dict(conn.execute(_RECORD, self.records).all())  # fingerprint -> id
+        for out, fp in self.unmatched:
+            out.unmatched_ids.append(ids[fp])
+        self.outcomes, self.events, self.health = {}, [], []
+        self.records, self.unmatched = [], []
+
+
+def _newest_sent(session: Session, mails: list[Mail]) -> dict:
+    """The newest `STREAK_WINDOW` sent mails of each (customer, address) the chunk's sent
+    mails belong to, with their bounce outcome: the failure streak's input, read once."""
+    pairs = {(m.customer_id, m.to_address) for m in mails if m.customer_id and m.status == SENT}
+    out: dict[tuple[int, str], list[tuple[int, str | None]]] = {p: [] for p in pairs}
+    for part in _slices(sorted({c for c, _ in pairs})):
+        rows = session.execute(_NEWEST_OF_CUSTOMERS, {"b_customers": part})
+        for customer_id, to_address, mail_id, outcome in rows:
+            if (customer_id, to_address) in out:
+                out[(customer_id, to_address)].append((mail_id, outcome))
+    return out
 
 
 _SETTINGS = ("bounce_fallback_days", "invalid_after_failures")
@@ -183,31 +231,12 @@ def _batch(session: Session) -> _Batch | None:
     return session.info.get(_BATCH)
 
 
-def _parsed(session: Session, raw: bytes) -> tuple[ParsedBounce, list[Claim]]:
-    """The chunk's parse and claims of `raw` (read before the transaction began), else
-    read now."""
-    batch = _batch(session)
-    hit = batch.parsed.get(id(raw)) if batch is not None else None
-    if hit is not None and hit[0] is raw:
-        return hit[1], hit[2]
-    parsed = parse_bounce(raw)
-    return parsed, claims_of(parsed, raw)
-
-
-def _known(session: Session, fps: list[str]) -> set[str]:
-    """Fingerprints already recorded. Inside a chunk the ones asked about are recorded by
-    the caller in this same transaction, so a repeat later in the chunk is known too."""
-    batch = _batch(session)
-    if batch is None:
-        return set(session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(fps))))
+def _known(batch: _Batch, fps: list[str]) -> set[str]:
+    """Fingerprints already recorded. The ones asked about are recorded by the caller in
+    this same transaction, so a repeat later in the chunk is known too."""
     known = {fp for fp in fps if fp in batch.known}
     batch.known.update(fps)
     return known
-
-
-def _setting(session: Session, key: str):  # noqa: ANN202 - the setting's own type
-    batch = _batch(session)
-    return batch.settings[key] if batch is not None else settings.get(session, key)
 
 
 # -- matching -------------------------------------------------------------------------
@@ -323,7 +352,9 @@ def _describe(r: BounceRecipient) -> str:
     return f"{head}: {r.diagnostic}" if r.diagnostic else head
 
 
-def _effect(session: Session, link: Link, r: BounceRecipient, now: datetime, threshold: int) -> str:
+def _effect(
+    session: Session, batch: _Batch, link: Link, r: BounceRecipient, now: datetime, threshold: int
+) -> str:
     """What a hard/soft bounce does: nothing unless signed and naming the mail's recipient."""
     if link.mail is None:
         return "recorded"
@@ -331,7 +362,7 @@ def _effect(session: Session, link: Link, r: BounceRecipient, now: datetime, thr
         return "untrusted"
     if not r.recipient:
         return "no_recipient"
-    return _apply(session, link.mail, r, now, threshold)
+    return _apply(session, batch, link.mail, r, now, threshold)
 
 
 def effect_text(effect: str | None, trust: str | None) -> str:
@@ -346,39 +377,51 @@ def effect_text(effect: str | None, trust: str | None) -> str:
     return effect or ""
 
 
-# Statements run once or more per bounce are built once: building and caching a statement
-# costs some 20 times more than executing a prebuilt one with new parameters.
-_SET_OUTCOME = (
-    update(Mail)
-    .where(Mail.id == bindparam("b_mail"))
-    .values(bounce_outcome=bindparam("b_outcome"), updated_at=bindparam("b_now"))
-)
+# Statements run for every chunk are built once: building and caching a statement costs
+# some 20 times more than executing a prebuilt one with new parameters.
 _ADD_EVENT = insert(MailEvent)
-_RECORD = insert(Bounce).returning(Bounce.id)
+_RECORD = insert(Bounce).returning(Bounce.fingerprint, Bounce.id)
+_STREAK_ORDER = (Mail.sent_at.desc(), Mail.id.desc())
+_SENT_OF = (Mail.status == SENT, Mail.sent_at.is_not(None))
 _NEWEST_OUTCOMES = (
-    select(Mail.bounce_outcome)
-    .where(
-        Mail.customer_id == bindparam("b_customer"),
-        Mail.to_address == bindparam("b_to"),
-        Mail.status == SENT,
-        Mail.sent_at.is_not(None),
-    )
-    .order_by(Mail.sent_at.desc(), Mail.id.desc())
+    select(Mail.id, Mail.bounce_outcome)
+    .where(Mail.customer_id == bindparam("b_customer"), Mail.to_address == bindparam("b_to"))
+    .where(*_SENT_OF)
+    .order_by(*_STREAK_ORDER)
     .limit(STREAK_WINDOW)
 )
+_RANKED = (
+    select(
+        Mail.customer_id,
+        Mail.to_address,
+        Mail.id,
+        Mail.bounce_outcome,
+        func.row_number()
+        .over(partition_by=(Mail.customer_id, Mail.to_address), order_by=_STREAK_ORDER)
+        .label("n"),
+    )
+    .where(Mail.customer_id.in_(bindparam("b_customers", expanding=True)), *_SENT_OF)
+    .subquery()
+)
+_NEWEST_OF_CUSTOMERS = (
+    select(_RANKED.c.customer_id, _RANKED.c.to_address, _RANKED.c.id, _RANKED.c.bounce_outcome)
+    .where(_RANKED.c.n <= STREAK_WINDOW)
+    .order_by(_RANKED.c.customer_id, _RANKED.c.to_address, _RANKED.c.n)
+)
 
 
-def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, threshold: int) -> str:
-    """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring)."""
+def _apply(
+    session: Session, batch: _Batch, mail: Mail, r: BounceRecipient, now: datetime, threshold: int
+) -> str:
+    """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring).
+    The writes wait in `batch` until the chunk's end; the mail object holds its new outcome
+    at once, so a later bounce in the chunk reads it."""
     if r.recipient != mail.to_address.strip().lower():
         return "other_recipient"
     previous = mail.bounce_outcome
     outcome = "hard" if "hard" in (previous, r.outcome) else "soft"
-    detail = _describe(r)[:2000]
-    conn = session.connection()  # prebuilt Core statements: see _SET_OUTCOME
-    conn.execute(_SET_OUTCOME, {"b_mail": mail.id, "b_outcome": outcome, "b_now": now})
-    conn.execute(
-        _ADD_EVENT,
+    batch.outcomes[mail.id] = (outcome, now)
+    batch.events.append(
         {
             "mail_id": mail.id,
             "at": now,
@@ -386,30 +429,30 @@ def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, thre
             "from_status": mail.status,
             "to_status": mail.status,
             "actor": ACTOR,
-            "detail": detail,
-        },
+            "detail": _describe(r)[:2000],
+        }
     )
-    set_committed_value(mail, "bounce_outcome", outcome)  # the UPDATE above wrote it
+    set_committed_value(mail, "bounce_outcome", outcome)  # written by batch.flush
     if mail.status != SENT:
         return "recorded"
     reason = f"bounce {r.reason}: {r.diagnostic or r.status or r.smtp_code}"[:1000]
     if previous is None:
-        address_health.record_result(
-            session, mail.customer_id, mail.to_address, r.outcome, reason, threshold=threshold
+        streak = _failures_in_a_row(session, batch, mail)
+        write = address_health.bounce_failure(
+            mail.customer_id, mail.to_address, r.outcome, streak, reason, threshold
         )
-        streak = _failures_in_a_row(session, mail)
-        address_health.raise_failure_count(
-            session, mail.customer_id, mail.to_address, streak, reason, threshold
-        )
-        return "applied"
-    if previous == "soft" and r.outcome == "hard":
-        address_health.mark_cleaned(session, mail.customer_id, mail.to_address, reason)
-        return "applied"
-    return "recorded"
+    elif previous == "soft" and r.outcome == "hard":
+        write = address_health.hard_after_soft(mail.customer_id, mail.to_address, reason)
+    else:
+        return "recorded"
+    if write is not None:
+        batch.health.append(write)
+    return "applied"
 
 
-def _failures_in_a_row(session: Session, mail: Mail) -> int:
-    """Bounced mails in a row among the newest sent mails of this customer and address.
+def _failures_in_a_row(session: Session, batch: _Batch, mail: Mail) -> int:
+    """Bounced mails in a row among the newest sent mails of this customer and address,
+    counting the outcomes this chunk has set but not written yet.
 
     Mails that failed at once (status error) are left out: the sender counted those it
     blames on the address, and leaving them out never blames an address for our own
@@ -417,14 +460,17 @@ def _failures_in_a_row(session: Session, mail: Mail) -> int:
     """
     if mail.customer_id is None:
         return 0
-    rows = (
-        session.connection()
-        .execute(_NEWEST_OUTCOMES, {"b_customer": mail.customer_id, "b_to": mail.to_address})
-        .scalars()
-    )
+    newest = batch.newest.get((mail.customer_id, mail.to_address))
+    if newest is None:  # a mail the chunk did not prefetch
+        newest = batch.newest[(mail.customer_id, mail.to_address)] = list(
+            session.execute(
+                _NEWEST_OUTCOMES, {"b_customer": mail.customer_id, "b_to": mail.to_address}
+            ).tuples()
+        )
     streak = 0
-    for outcome in rows:
-        if outcome is None:
+    for mail_id, outcome in newest:
+        pending = batch.outcomes.get(mail_id)
+        if (pending[0] if pending else outcome) is None:
             break
         streak += 1
     return streak
@@ -450,45 +496,73 @@ def ingest_message(
     now: datetime | None = None,
     signer: MailSigner | None = None,
 ) -> IngestSummary:
-    """Record and apply one received message (no commit). Idempotent per message."""
+    """Record and apply one received message (no commit). Idempotent per message.
+
+    Inside a chunk (`_chunk`) the writes wait for the chunk's `_Batch.flush`; on its own
+    the message is a chunk of one, written before this returns.
+    """
     now = now or datetime.now(UTC)
     signer = signer or MailSigner()
+    batch = _batch(session)
+    if batch is not None:
+        return _ingest(session, batch, raw, source, now, signer)
+    parsed = parse_bounce(raw)
+    batch = session.info[_BATCH] = _Batch.read(session, [(raw, parsed, claims_of(parsed, raw))])
+    try:
+        out = _ingest(session, batch, raw, source, now, signer)
+        batch.flush(session)
+    finally:
+        del session.info[_BATCH]
+    return out
+
+
+def _ingest(
+    session: Session,
+    batch: _Batch,
+    raw: bytes,
+    source: str | None,
+    now: datetime,
+    signer: MailSigner,
+) -> IngestSummary:
     out = IngestSummary(messages=1)
-    parsed, claims = _parsed(session, raw)
+    hit = batch.parsed.get(id(raw))
+    if hit is not None and hit[0] is raw:
+        parsed, claims = hit[1], hit[2]
+    else:  # not read with the chunk (a caller's own session and batch)
+        parsed = parse_bounce(raw)
+        claims = claims_of(parsed, raw)
     rows = [(r, fingerprint(raw, r.recipient)) for r in _recipients(parsed)]
-    known = _known(session, [fp for _, fp in rows])
-    fallback_days = _setting(session, "bounce_fallback_days")
-    threshold = _setting(session, "invalid_after_failures")
+    known = _known(batch, [fp for _, fp in rows])
+    fallback_days = batch.settings["bounce_fallback_days"]
+    threshold = batch.settings["invalid_after_failures"]
     for r, fp in rows:
         if fp in known:
             out.duplicates += 1
             continue
         link = match(session, parsed, r.recipient, claims, now, fallback_days, signer)
         mail = link.mail
-        effect = _effect(session, link, r, now, threshold) if r.outcome in FAILURES else "ignored"
-        row_id = (
-            session.connection()
-            .execute(  # prebuilt, see _RECORD
-                _RECORD,
-                dict(
-                    fingerprint=fp,
-                    received_at=now,
-                    source=(source or "")[:500] or None,
-                    kind=parsed.kind[:16],
-                    recipient=(r.recipient or None) and r.recipient[:320],
-                    outcome=r.outcome,
-                    smtp_code=r.smtp_code,
-                    enhanced_code=r.status,
-                    reason=(r.reason or None) and r.reason[:64],
-                    diagnostic=r.diagnostic or None,
-                    mail_id=mail.id if mail is not None else None,
-                    matched_by=link.how,
-                    effect=effect,
-                    trust=link.trust,
-                    original_message_id=(parsed.original_message_id or "")[:255] or None,
-                ),
+        if r.outcome in FAILURES:
+            effect = _effect(session, batch, link, r, now, threshold)
+        else:
+            effect = "ignored"
+        batch.records.append(
+            dict(
+                fingerprint=fp,
+                received_at=now,
+                source=(source or "")[:500] or None,
+                kind=parsed.kind[:16],
+                recipient=(r.recipient or None) and r.recipient[:320],
+                outcome=r.outcome,
+                smtp_code=r.smtp_code,
+                enhanced_code=r.status,
+                reason=(r.reason or None) and r.reason[:64],
+                diagnostic=r.diagnostic or None,
+                mail_id=mail.id if mail is not None else None,
+                matched_by=link.how,
+                effect=effect,
+                trust=link.trust,
+                original_message_id=(parsed.original_message_id or "")[:255] or None,
             )
-            .scalar_one()
         )
         out.ingested += 1
         if r.outcome == "hard":
@@ -501,7 +575,7 @@ def ingest_message(
         out.untrusted += effect == "untrusted"
         if mail is None:
             out.unmatched += 1
-            out.unmatched_ids.append(row_id)
+            batch.unmatched.append((out, fp))  # its Bounce id comes with the flush
         else:
             out.matched += 1
     return out
@@ -562,21 +636,25 @@ def _chunk(
     signer: MailSigner,
 ) -> IngestSummary:
     """One transaction for a chunk of messages: parse them all first (no lock held), read
-    what they need in bulk (known fingerprints, the mails they name, settings), record
-    each with `ingest_message`, commit, then mark them done. If anything goes wrong the
+    what they need in bulk (known fingerprints, the mails they name, those mails'
+    addresses' newest sent mails, settings), take each in with `ingest_message`, write
+    what they deferred (`_Batch.flush`), commit, then mark them done. If anything goes wrong the
     chunk is rolled back and its messages go one by one (`_one`), so one bad message
     costs only itself and a concurrent run recording the same messages is a no-op.
     """
     total = IngestSummary()
+    now = now or datetime.now(UTC)  # one transaction: one time for its bounces
     try:
         read = [(m.raw, parse_bounce(m.raw)) for m in messages]
         items = [(raw, p, claims_of(p, raw)) for raw, p in read]
         with session_factory() as session:
             take_write_lock(session)  # SQLite: write-locked before the first read
-            session.info[_BATCH] = _Batch.read(session, items)
-            for message in messages:
-                total.merge(ingest_message(session, message.raw, message.ref, now, signer))
+            batch = session.info[_BATCH] = _Batch.read(session, items)
+            outs = [ingest_message(session, m.raw, m.ref, now, signer) for m in messages]
+            batch.flush(session)
             session.commit()
+        for out in outs:
+            total.merge(out)
     except Exception as exc:  # noqa: BLE001 - retried message by message, which reports it
         log.info("bounce chunk of %d rolled back (%s); one by one", len(messages), exc)
         total = IngestSummary()
