@@ -146,16 +146,17 @@ class _Batch:
 
     @classmethod
     def read(cls, session: Session, items: list[tuple[bytes, ParsedBounce, list[Claim]]]) -> _Batch:
-        fps, ids = [], set()
-        for raw, parsed, claims in items:
-            fps.extend(fingerprint(raw, r.recipient) for r in _recipients(parsed))
-            ids.update(_named_ids(parsed, claims))
+        fps = [[fingerprint(raw, r.recipient) for r in _recipients(p)] for raw, p, _ in items]
         known: set[str] = set()
         mails: list[Mail] = []
-        for part in _slices(fps):
+        for part in _slices([fp for message in fps for fp in message]):
             known.update(
                 session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(part)))
             )
+        ids = set()  # of the messages not recorded before (a re-read needs no mail)
+        for (_, parsed, claims), message in zip(items, fps, strict=True):
+            if not known.issuperset(message):
+                ids.update(_named_ids(parsed, claims))
         for part in _slices(sorted(ids)):
             mails.extend(session.scalars(select(Mail).where(Mail.id.in_(part))))
         return cls(
