@@ -6,10 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000; CLUSTER_SENDS=4000
+  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000; CLUSTER_SENDS=4000; BOUNCES=2000
   IMPORT="10000 100000"; LATENCY=20
 else
-  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000; CLUSTER_SENDS=20000
+  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000; CLUSTER_SENDS=20000; BOUNCES=10000
   IMPORT="100000 1000000"; LATENCY=100
 fi
 run() { echo "# $*" >&2; "$@"; }
@@ -21,7 +21,7 @@ run $PY bench/relay.py --mails "$SENDS"
 run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py
-run $PY bench/bounce_ingest.py
+run $PY bench/bounce_ingest.py --bounces "$BOUNCES"  # SQLite and PostgreSQL
 run $PY bench/cluster.py --mails "$CLUSTER_SENDS"
 # shellcheck disable=SC2086
 run $PY bench/import.py --rows $IMPORT

@@ -4,8 +4,10 @@ SMTP sink, matching, idempotency, unmatched and auto-reply rows, address health.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from bounce_helpers import FIXTURES, bare_bounce, dsn, new_mail, send
@@ -13,7 +15,8 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from automail.bounce_links import MailSigner
-from automail.bounces.ingest import ingest_message, ingest_raw
+from automail.bounces.ingest import ingest_message, ingest_raw, ingest_source
+from automail.bounces.mailbox import FolderSource
 from automail.cli import main
 from automail.db import session_factory
 from automail.management.detail import get_detail
@@ -195,6 +198,64 @@ def test_a_second_bounce_for_the_same_mail_counts_once_and_hard_wins(
         select(MailEvent.detail).where(MailEvent.mail_id == mail_id, MailEvent.event == "bounced")
     ).all()
     assert len(events) == 2
+
+
+def test_a_chunk_changes_the_store_exactly_as_one_message_at_a_time(
+    engine: Engine, session: Session, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    """A chunk defers its writes to its end, yet leaves the same outcomes, events, flags
+    and unmatched ids as one message at a time: the first mail bounced (ingested before),
+    the second and third were accepted since (the sender's count is back to 0), then one
+    chunk brings their soft bounces, a late hard one for the second, a copy and an
+    unmatched bounce. The third mail's bounce makes three bounced mails in a row, which
+    only the chunk's own not-yet-written outcomes can tell."""
+    shop, _ = _setup(session, "first@example.jp")
+    results = []
+    for n, chunk in enumerate((50, 1)):
+        customer = make_customer(session, shop, f"c{n}@example.jp")
+        session.commit()
+        box = tmp_path / f"box{chunk}"
+        box.mkdir()
+        mails, sent = [], []
+        for k in range(3):
+            mail_id, data = _sent_mail(engine, session, smtp_sink, shop, customer)
+            mails.append(mail_id)
+            sent.append(data)
+            if k == 0:
+                _ingest(engine, dsn(data, customer.email, "4.2.2", SOFT), session=session)
+        raws = [dsn(data, customer.email, "4.2.2", SOFT) for data in sent[1:]]
+        raws += [
+            dsn(sent[1], customer.email),
+            raws[1],
+            bare_bounce(f"nobody{n}@x.example", "bounce@tea.example.jp"),
+        ]
+        for k, raw in enumerate(raws):
+            (box / f"{k:02d}.eml").write_bytes(raw)
+            os.utime(box / f"{k:02d}.eml", (1_000_000 + k, 1_000_000 + k))  # in this order
+        summary = ingest_source(session_factory(engine), FolderSource(box), chunk=chunk)
+        _fresh(session)
+        c = session.get(Customer, customer.id)
+        events = [
+            session.scalar(
+                select(func.count()).where(MailEvent.mail_id == m, MailEvent.event == "bounced")
+            )
+            for m in mails
+        ]
+        unmatched = session.scalars(select(Bounce.id).where(Bounce.mail_id.is_(None))).all()
+        assert summary.unmatched_ids and set(summary.unmatched_ids) <= set(unmatched)
+        results.append(
+            (
+                (summary.ingested, summary.duplicates, summary.applied, summary.unmatched),
+                [session.get(Mail, m).bounce_outcome for m in mails],
+                events,
+                (c.consecutive_failures, c.address_valid, c.address_cleaned),
+                c.address_reason.replace(customer.email, "<to>"),
+            )
+        )
+    assert results[0] == results[1]
+    assert results[0][0] == (4, 1, 3, 1)
+    assert results[0][1:4] == (["soft", "hard", "soft"], [1, 2, 1], (3, False, True))
+    assert results[0][4].startswith("bounce userunknown")  # the late hard bounce's reason
 
 
 def test_unmatched_bounce_is_kept_and_reported(engine: Engine, session: Session) -> None:

@@ -7,6 +7,7 @@ written for the test would only test itself."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bounce_helpers import FIXTURES
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from automail.bounces.ingest import ingest_mailbox
+from automail.bounces.ingest import ingest_mailbox, ingest_source
 from automail.bounces.mailbox import ENV_VAR, FolderSource, open_source, source_from_fields
 from automail.cli import main
 from automail.db import session_factory
@@ -88,6 +89,37 @@ def test_a_message_that_cannot_be_recorded_stays_in_the_mailbox(
     assert summary.ingested == 1
     assert len(summary.failed) == 1 and "store went away" in summary.failed[0]
     assert [p.name for p in box.glob("*.eml")] == ["vacation-en.eml"]
+
+
+def test_chunks_record_each_message_once_even_twice_in_one_chunk(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """Several chunks of two: a copy of a message in the same chunk is a duplicate, every
+    file ends in processed/, and running again records nothing new."""
+    box = tmp_path / "box"
+    names = [
+        "postfix-userunknown.eml",
+        "postfix-two-recipients.eml",
+        "vacation-en.eml",
+        "qmail-overquota.eml",
+    ]
+    _fill(box, names)
+    shutil.copy(FIXTURES / "postfix-two-recipients.eml", box / "zz-copy.eml")  # same bytes
+    # oldest first: the copy comes right after its original, in the same chunk of two
+    for n, name in enumerate([*names[:2], "zz-copy.eml", *names[2:]]):
+        os.utime(box / name, (1_000_000 + n, 1_000_000 + n))
+
+    summary = ingest_source(session_factory(engine), FolderSource(box), chunk=2)
+
+    assert summary.messages == 5 and not summary.failed
+    assert (summary.ingested, summary.duplicates) == (5, 2)  # 1 + 2 + 1 + 1 rows; copy: 2
+    assert sorted(p.name for p in (box / "processed").iterdir()) == sorted([*names, "zz-copy.eml"])
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Bounce)) == 5
+    for p in (box / "processed").iterdir():
+        shutil.move(str(p), str(box / p.name))
+    again = ingest_source(session_factory(engine), FolderSource(box), chunk=2)
+    assert (again.ingested, again.duplicates) == (0, 7)
 
 
 def test_connection_fields_choose_the_source(tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import re
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from conftest import SHARED
@@ -21,17 +23,26 @@ from automail.bounces import BounceRecipient, ParsedBounce, classify_smtp, parse
 from automail.bounces import parser as bounce_parser
 from automail.bounces.rules import RULES
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+import bounce_scoring  # noqa: E402  (one scoring definition for the bench and the tests)
+
 CORPUS = SHARED / "corpora" / "bounces"
 GROUPS = ("lhost", "rhost", "rfc3464", "rfc3834", "arf")
 # Thresholds the parser honestly reaches today (see the printed table); raise, never lower.
 MIN_ACCURACY = {
-    "overall": 92.0,
-    "lhost": 90.0,
+    "overall": 97.0,
+    "lhost": 97.0,
     "rhost": 95.0,
-    "rfc3464": 90.0,
+    "rfc3464": 98.0,
     "rfc3834": 100.0,
     "arf": 100.0,
 }
+# Each direction has its own threshold (issue 16): soft-or-none read as hard cleans a good
+# customer's address; hard read as soft keeps a dead one a little longer (three failures
+# in a row still invalidate it). Target 1.0 %; measured 1.20 % (3 of 249), see below.
+MAX_SOFT_TO_HARD = 1.25
+MAX_HARD_TO_SOFT = 5.0
+MIN_RECIPIENT_AGREEMENT = 98.0
 STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
 needs_corpus = pytest.mark.usefixtures("bounce_corpus")  # skips, or fails under CI=true
@@ -99,6 +110,52 @@ def test_corpus_accuracy(corpus_results, capsys) -> None:
 
 
 @needs_corpus
+def test_corpus_error_directions_and_recipients(capsys) -> None:
+    """soft→hard and hard→soft each under their own threshold; recipients as the DSN names them;
+    the same figures on both hash halves (rules were developed on "dev", "held" is the check)."""
+    s = bounce_scoring.score(CORPUS)
+    with capsys.disabled():
+        for key in ("overall", "dev", "held"):
+            print(
+                f"\n  {key:<8} {s.pct(s.good, s.total, key):5.1f} %  soft→hard "
+                f"{s.pct(s.soft_to_hard, s.soft_or_none, key):4.2f} %  hard→soft "
+                f"{s.pct(s.hard_to_soft, s.hard, key):4.2f} %",
+                end="",
+            )
+        print(f"\n  recipients {100 * s.rcpt_good / s.rcpt_total:5.1f} % of {s.rcpt_total}")
+    assert s.pct(s.soft_to_hard, s.soft_or_none, "overall") <= MAX_SOFT_TO_HARD
+    assert s.pct(s.hard_to_soft, s.hard, "overall") <= MAX_HARD_TO_SOFT
+    assert 100 * s.rcpt_good / s.rcpt_total >= MIN_RECIPIENT_AGREEMENT, s.rcpt_misses
+    for key in ("dev", "held"):  # no half may hide a collapse behind the other
+        assert s.pct(s.good, s.total, key) >= 95.0, key
+
+
+# Judgement calls where the reference labels changed between sisimai releases
+# (bounces_version_drift.csv; docs/bounces.md): where one release says hard and the other
+# soft, we take soft — a wrong "hard" cleans a good customer's address for good, a wrong
+# "soft" costs one more attempt (three failures in a row still invalidate the address).
+DRIFT_DECISIONS = {
+    "lhost-amavis-03.eml": "soft",  # both soft
+    "lhost-domino-02.eml": "soft",  # p5 hard (userunknown), go onhold: relayed, no code
+    "lhost-gmail-07.eml": "soft",  # both soft
+    "lhost-mcafee-01.eml": "soft",  # p5 hard, go filtered: a filter relays "Unknown user"
+    "lhost-mcafee-04.eml": "soft",  # idem "No such user"
+    "lhost-notes-02.eml": "soft",  # p5 hard, go onhold: Japanese "not in the directory list"
+    "lhost-powermta-03.eml": "soft",  # p5 hard, go suspend: 5.2.1 "mailbox disabled"
+    "lhost-receivingses-06.eml": "soft",  # both soft
+    "rhost-franceptt-10.eml": "soft",  # both soft
+}
+
+
+@needs_corpus
+def test_version_drift_decisions(corpus_results) -> None:
+    drift = {r["file"] for r in _rows("bounces_version_drift.csv")}
+    assert drift == set(DRIFT_DECISIONS), "a new drift row needs an explicit decision"
+    got = {row["file"]: file_outcome(p) for row, p in corpus_results if row["file"] in drift}
+    assert got == DRIFT_DECISIONS
+
+
+@needs_corpus
 def test_no_bounce_for_expected_none(corpus_results) -> None:
     """The hard invariant: feedback reports and auto-replies never count as bounces."""
     wrong = [
@@ -121,7 +178,7 @@ def test_corpus_per_recipient_accuracy() -> None:
         for i, row in enumerate(rows):
             total += 1
             good += i < len(recipients) and recipients[i].outcome == row["hard_or_soft"]
-    assert 100.0 * good / total >= 89.0
+    assert 100.0 * good / total >= 95.0
 
 
 @needs_corpus
@@ -222,7 +279,36 @@ CLASSIFY_CASES = [
     (550, "5.2.1", "The email account that you tried to reach is disabled", "soft", "suspend"),
     (552, "5.3.4", "Message size exceeds fixed limit", "soft", "mesgtoobig"),
     (550, None, "550 : User unknown", "soft", "filtered"),  # au/KDDI domain filter
-    (550, None, "Requested action not taken: mailbox unavailable", "soft", "undefined"),
+    # RFC 5321's reply text for an unknown mailbox (Microsoft sends it with 5.5.0)
+    (550, "5.5.0", "Requested action not taken: mailbox unavailable", "hard", "userunknown"),
+    # Microsoft's directory lookup failure
+    (
+        550,
+        "5.4.1",
+        "Recipient address rejected: Access denied. AS(201806281)",
+        "hard",
+        "userunknown",
+    ),
+    (550, None, "<a@example.jp>: Recipient address rejected", "hard", "userunknown"),
+    (None, None, "Host mx.nowhere.example not found", "hard", "hostunknown"),
+    # a 5.1.x code in front of a text that blames the sender or the recipient's choice
+    (550, "5.1.1", "Client host [192.0.2.1] blocked using zen.spamhaus.org", "soft", "blocked"),
+    (550, "5.1.1", "Sender IP reputation is poor, message refused", "soft", "blocked"),
+    (550, "5.1.1", "Message refused due to recipient preferences", "soft", "filtered"),
+    (550, "5.1.0", "Sender address access denied", "soft", "rejected"),
+    # ...but a plain "user unknown" keeps it, policy link or not
+    (550, "5.1.1", "User unknown; see the Spamhaus policy page", "hard", "userunknown"),
+    # a bare RCPT refusal, and the same words answering MAIL FROM (the sender's fault)
+    (550, None, "550 Rejected (in reply to RCPT TO command)", "hard", "userunknown"),
+    (
+        553,
+        "5.1.0",
+        "after MAIL FROM:<a@b.example>: 553 5.1.0 b.example does not exist",
+        "soft",
+        "rejected",
+    ),
+    # 5.2.x says the mailbox exists (disabled): a "user unknown" beside it is not proof
+    (550, "5.2.1", "Mailbox disabled: User Unknown", "soft", "suspend"),
     (None, None, "", "soft", "undefined"),
 ]
 

@@ -718,3 +718,7 @@ class TrackingHit(Base):
     method: Mapped[str] = mapped_column(String(8), default="GET")
     ua_class: Mapped[str] = mapped_column(String(16))
     machine: Mapped[str | None] = mapped_column(String(32))
+
+
+# A customer's address's newest sent mails: the bounce failure streak (migration 0012).
+Index("ix_mails_customer_sent", Mail.customer_id, Mail.to_address, Mail.sent_at)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import re
 
-from automail.bounces.rules import match_reason, rejected_after_data
+from automail.bounces.rules import (
+    bare_rejection,
+    explicit_no_account,
+    match_reason,
+    sender_refused,
+    smtp_stage,
+)
 
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved", "notaccept"})
 NONE_REASONS = frozenset({"delivered", "feedback", "vacation"})
@@ -101,6 +107,8 @@ def reason_for(smtp_code: int | None, enhanced: str | None, text: str = "") -> s
         return priority
     if enhanced:
         decisive = DECISIVE_STATUS.get("5" + enhanced[1:])
+        if decisive in HARD_REASONS and (refused := sender_refused(text)):
+            return refused  # 5.1.x beside "blocked using Spamhaus": the sender was refused
         if decisive:
             return decisive
     by_text = match_reason(text, "specific")
@@ -119,17 +127,49 @@ def is_decisive(enhanced: str | None) -> bool:
 
 
 def refine_user_unknown(
-    reason: str, enhanced: str | None, context: str, remote_status: str | None = None
+    reason: str,
+    enhanced: str | None,
+    context: str,
+    remote_status: str | None = None,
+    relayed: bool = False,
 ) -> str:
-    """Downgrade a worded "user unknown" to "filtered" when the reply shows it is a filter.
+    """Correct an address reason ("user unknown"...) by what the dialogue and codes show.
 
-    Two tells: the remote server's own code is 5.7.x (a policy refusal, RFC 3463), or the reply
-    answered DATA, after the recipient had been accepted at RCPT TO. A precise code (5.1.1)
-    from the remote keeps it a user-unknown.
+    - The reply answered MAIL FROM: the *sender* was refused, whatever the words ("rejected").
+    - A worded "user unknown" is a filter ("filtered") when the remote server's own code is
+      5.7.x (a policy refusal, RFC 3463) or the reply answered DATA, after the recipient had
+      been accepted at RCPT TO. A precise code (5.1.1) from the remote keeps it.
+    - A worded "user unknown" under a mailbox- or system-status code (5.2.x "mailbox
+      disabled", 5.3.x "mail system") says the mailbox exists: the code's meaning wins,
+      unless the reply answered RCPT TO.
+    - A *relayed* "user unknown" (another server's reply quoted by the reporting MTA: a
+      reply code or a DSN Diagnostic-Code) is proof only with a 5.1.x / 5.5.x code, an
+      answer to RCPT TO, or an explicit "no such account" sentence. Filtering gateways
+      relay "550 Unknown user" for mail their filter refused; cleaning a customer's
+      address on that evidence loses a good customer, keeping it costs one more try.
     """
+    stage = smtp_stage(context)
+    if stage == "mail" and reason in HARD_REASONS:
+        return "rejected"
+    if reason == "rejected" and stage == "rcpt" and bare_rejection(context):
+        return "userunknown"  # a bare "Rejected" answer to RCPT TO refuses the recipient
+    if reason == "userunknown" and (refused := sender_refused(context)):
+        return refused
     if reason != "userunknown" or is_decisive(enhanced):
         return reason
-    if (remote_status or "").startswith("5.7.") or rejected_after_data(context):
+    after_data = stage == "data" and not explicit_no_account(context)
+    if (remote_status or "").startswith("5.7.") or after_data:
+        return "filtered"
+    status = remote_status or enhanced or ""
+    if status[2:4] in ("2.", "3.") and stage != "rcpt":
+        _, subject, detail = status.split(".")
+        return STATUS_FALLBACK.get(f"{subject}.{detail}") or SUBJECT_FALLBACK[subject]
+    if (
+        relayed
+        and stage != "rcpt"
+        and status[2:4] not in ("1.", "5.")
+        and not explicit_no_account(context)
+    ):
         return "filtered"
     return reason
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from automail.bounces.codes import (
+    HARD_REASONS,
     find_enhanced,
     find_smtp_code,
     outcome_for,
@@ -14,7 +15,7 @@ from automail.bounces.codes import (
 from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
 from automail.bounces.nonstandard import segment_for
-from automail.bounces.rules import match_reason
+from automail.bounces.rules import account_disabled, match_reason
 
 DSN_TYPES = ("message/delivery-status", "message/global-delivery-status", "text/delivery-status")
 _FIELD_RE = re.compile(r"^([A-Za-z][A-Za-z0-9-]*)[ \t]*:[ \t]*(.*)$")
@@ -65,9 +66,14 @@ def strip_diagnostic_type(value: str) -> str:
     return rest.strip() if sep and len(head) < 12 and " " not in head.strip() else value.strip()
 
 
+MAX_RECIPIENTS = 20  # per DSN: we send to one address (and a few BCCs) per mail
+
+
 def recipients_from_dsn(text: str, human_text: str = "") -> list[BounceRecipient]:
-    """BounceRecipients from the delivery-status fields; human_text helps when codes are vague."""
+    """BounceRecipients from the delivery-status fields (the first MAX_RECIPIENTS);
+    human_text helps when codes are vague."""
     blocks = [b for b in parse_fields(text) if any(k in b for k in _RECIPIENT_KEYS)]
+    blocks = blocks[:MAX_RECIPIENTS]
     addrs = [a for b in blocks for k in _RECIPIENT_KEYS if (a := address_of(b.get(k)))]
     return [_recipient(block, human_text, addrs) for block in blocks]
 
@@ -107,10 +113,16 @@ def _recipient(block: dict[str, str], human_text: str, addrs: list[str]) -> Boun
     # Vague diagnostic: add what the human-readable part says about this recipient.
     context = diag + "\n" + (segment or human_text)
     text = diag if match_reason(diag) else context
+    # A Diagnostic-Code or a reply code is another server's answer, relayed to us.
+    relayed = bool(diag) or smtp_code is not None
     reason = refine_user_unknown(
-        reason_for(smtp_code, status, text), status, context, remote_status
+        reason_for(smtp_code, status, text), status, context, remote_status, relayed
     )
+    if reason == "userunknown" and account_disabled(human_text):
+        reason = "suspend"  # "the account is disabled": it exists, a reply said "unknown"
     outcome = outcome_for(reason, smtp_code, status)
+    if action == "failed" and reason in HARD_REASONS and (status or "").startswith("4.1."):
+        outcome = "hard"  # an unknown-address reply repeated until the MTA gave up
     if action == "delayed":  # still queued: whatever the wording, nothing is final yet
         outcome = "soft"
         reason = "expired" if reason == "undefined" else reason

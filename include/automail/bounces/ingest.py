@@ -33,7 +33,7 @@ Signed and naming the mail's recipient:
   `bounce_outcome` hard|soft (hard wins over soft), a `bounced` MailEvent with the code
   and reason, and the address health update: a hard bounce cleans the address (no more
   newsletters), failures in a row — counted over the newest sent mails, see
-  `address_health.raise_failure_count` — invalidate it. The status stays `sent`: B10
+  `address_health.bounce_failure` — invalidate it. The status stays `sent`: B10
   says sent means accepted, campaign counts already read `bounce_outcome` as an error,
   and a bounced mail still counts against the quota (C9).
 - `recorded`: the mail is not `sent` any more (resent, or failed at once, which the
@@ -44,6 +44,7 @@ Signed and naming the mail's recipient:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import re
 from collections.abc import Callable
@@ -52,7 +53,7 @@ from datetime import UTC, datetime, timedelta
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -110,6 +111,133 @@ class IngestSummary:
 
 def fingerprint(raw: bytes, recipient: str | None) -> str:
     return hashlib.sha256(raw + b"\0" + (recipient or "").encode()).hexdigest()
+
+
+# -- bulk reads for a chunk of messages (`ingest_source`) ------------------------------
+
+CHUNK = 200  # messages per transaction; a failure re-runs only its chunk, one by one
+_BATCH = "automail.bounce_batch"  # Session.info key of the chunk's _Batch
+_ID_CHUNK = 500  # values per IN (...) list
+
+
+@dataclass
+class _Batch:
+    """What a chunk's messages need from the store, read with one query per kind.
+
+    `ingest_message` asks through `_parsed`, `_known` and `_setting`, which answer from
+    here inside a chunk and from the store otherwise. The mails a chunk names (by
+    X-Automail-Id, a return path or our Message-ID, signed or not) are loaded into the
+    session, so matching by id — and checking a claim's signature against its mail's
+    shop — finds them in its identity map without a query.
+    """
+
+    parsed: dict[int, tuple[bytes, ParsedBounce, list[Claim]]]
+    known: set[str]
+    settings: dict[str, int]  # bounce_fallback_days, invalid_after_failures
+    mails: list[Mail]  # held here: the identity map keeps only weak references
+    # (customer, address) -> the newest sent mails' (id, bounce_outcome), newest first
+    newest: dict[tuple[int, str], list[tuple[int, str | None]]]
+    # Writes deferred to `flush` (one statement per kind, not some six per bounce):
+    outcomes: dict[int, tuple[str, datetime]] = field(default_factory=dict)  # mail id ->
+    events: list[dict] = field(default_factory=list)
+    health: list[address_health.Write] = field(default_factory=list)  # in order
+    records: list[dict] = field(default_factory=list)
+    unmatched: list[tuple[IngestSummary, str]] = field(default_factory=list)  # (out, fp)
+
+    @classmethod
+    def read(cls, session: Session, items: list[tuple[bytes, ParsedBounce, list[Claim]]]) -> _Batch:
+        fps = [[fingerprint(raw, r.recipient) for r in _recipients(p)] for raw, p, _ in items]
+        known: set[str] = set()
+        mails: list[Mail] = []
+        for part in _slices([fp for message in fps for fp in message]):
+            known.update(
+                session.scalars(select(Bounce.fingerprint).where(Bounce.fingerprint.in_(part)))
+            )
+        ids = set()  # of the messages not recorded before (a re-read needs no mail)
+        for (_, parsed, claims), message in zip(items, fps, strict=True):
+            if not known.issuperset(message):
+                ids.update(_named_ids(parsed, claims))
+        for part in _slices(sorted(ids)):
+            mails.extend(session.scalars(select(Mail).where(Mail.id.in_(part))))
+        return cls(
+            parsed={id(raw): (raw, parsed, claims) for raw, parsed, claims in items},
+            known=known,
+            settings={k: settings.get(session, k) for k in _SETTINGS},
+            mails=mails,
+            newest=_newest_sent(session, mails),
+        )
+
+    def flush(self, session: Session) -> None:
+        """Write what the chunk's bounces deferred, a statement per kind (the order
+        between kinds does not matter: no statement reads another kind's rows), then
+        give each unmatched row's summary its Bounce id."""
+        conn = session.connection()
+        by_outcome: dict[tuple[str, datetime], list[int]] = {}
+        for mail_id, key in self.outcomes.items():
+            by_outcome.setdefault(key, []).append(mail_id)
+        for (outcome, now), mail_ids in by_outcome.items():
+            for part in _slices(sorted(mail_ids)):
+                conn.execute(
+                    update(Mail)
+                    .where(Mail.id.in_(part))
+                    .values(bounce_outcome=outcome, updated_at=now)
+                )
+        if self.events:
+            conn.execute(_ADD_EVENT, self.events)
+        address_health.execute_in_order(session, self.health)
+        ids = {}
+        if self.records:
+            ids = dict(conn.execute(_RECORD, self.records).all())  # fingerprint -> id
+        for out, fp in self.unmatched:
+            out.unmatched_ids.append(ids[fp])
+        self.outcomes, self.events, self.health = {}, [], []
+        self.records, self.unmatched = [], []
+
+
+def _newest_sent(session: Session, mails: list[Mail]) -> dict:
+    """The newest `STREAK_WINDOW` sent mails of each (customer, address) the chunk's sent
+    mails belong to, with their bounce outcome: the failure streak's input, read once."""
+    pairs = {(m.customer_id, m.to_address) for m in mails if m.customer_id and m.status == SENT}
+    out: dict[tuple[int, str], list[tuple[int, str | None]]] = {p: [] for p in pairs}
+    for part in _slices(sorted({c for c, _ in pairs})):
+        rows = session.execute(_NEWEST_OF_CUSTOMERS, {"b_customers": part})
+        for customer_id, to_address, mail_id, outcome in rows:
+            if (customer_id, to_address) in out:
+                out[(customer_id, to_address)].append((mail_id, outcome))
+    return out
+
+
+_SETTINGS = ("bounce_fallback_days", "invalid_after_failures")
+_MAX_ID = 2**63 - 1  # a bigint; larger is no id of ours
+
+
+def _slices(values: list) -> list[list]:
+    return [values[i : i + _ID_CHUNK] for i in range(0, len(values), _ID_CHUNK)]
+
+
+def _named_ids(parsed: ParsedBounce, claims: list[Claim]) -> set[int]:
+    """Mail ids a bounce names: its X-Automail-Id and its claims (return paths, our
+    Message-ID form)."""
+    found = {c.mail_id for c in claims}
+    m = _DIGITS_RE.match(parsed.original_headers.get("x-automail-id", "").strip())
+    if m and len(m.group(1)) <= 19:
+        found.add(int(m.group(1)))
+    return {i for i in found if 0 < i <= _MAX_ID}
+
+
+_DIGITS_RE = re.compile(r"^(\d+)$")
+
+
+def _batch(session: Session) -> _Batch | None:
+    return session.info.get(_BATCH)
+
+
+def _known(batch: _Batch, fps: list[str]) -> set[str]:
+    """Fingerprints already recorded. The ones asked about are recorded by the caller in
+    this same transaction, so a repeat later in the chunk is known too."""
+    known = {fp for fp in fps if fp in batch.known}
+    batch.known.update(fps)
+    return known
 
 
 # -- matching -------------------------------------------------------------------------
@@ -225,7 +353,9 @@ def _describe(r: BounceRecipient) -> str:
     return f"{head}: {r.diagnostic}" if r.diagnostic else head
 
 
-def _effect(session: Session, link: Link, r: BounceRecipient, now: datetime, threshold: int) -> str:
+def _effect(
+    session: Session, batch: _Batch, link: Link, r: BounceRecipient, now: datetime, threshold: int
+) -> str:
     """What a hard/soft bounce does: nothing unless signed and naming the mail's recipient."""
     if link.mail is None:
         return "recorded"
@@ -233,7 +363,7 @@ def _effect(session: Session, link: Link, r: BounceRecipient, now: datetime, thr
         return "untrusted"
     if not r.recipient:
         return "no_recipient"
-    return _apply(session, link.mail, r, now, threshold)
+    return _apply(session, batch, link.mail, r, now, threshold)
 
 
 def effect_text(effect: str | None, trust: str | None) -> str:
@@ -248,48 +378,82 @@ def effect_text(effect: str | None, trust: str | None) -> str:
     return effect or ""
 
 
-def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, threshold: int) -> str:
-    """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring)."""
+# Statements run for every chunk are built once: building and caching a statement costs
+# some 20 times more than executing a prebuilt one with new parameters.
+_ADD_EVENT = insert(MailEvent)
+_RECORD = insert(Bounce).returning(Bounce.fingerprint, Bounce.id)
+_STREAK_ORDER = (Mail.sent_at.desc(), Mail.id.desc())
+_SENT_OF = (Mail.status == SENT, Mail.sent_at.is_not(None))
+_NEWEST_OUTCOMES = (
+    select(Mail.id, Mail.bounce_outcome)
+    .where(Mail.customer_id == bindparam("b_customer"), Mail.to_address == bindparam("b_to"))
+    .where(*_SENT_OF)
+    .order_by(*_STREAK_ORDER)
+    .limit(STREAK_WINDOW)
+)
+_RANKED = (
+    select(
+        Mail.customer_id,
+        Mail.to_address,
+        Mail.id,
+        Mail.bounce_outcome,
+        func.row_number()
+        .over(partition_by=(Mail.customer_id, Mail.to_address), order_by=_STREAK_ORDER)
+        .label("n"),
+    )
+    .where(Mail.customer_id.in_(bindparam("b_customers", expanding=True)), *_SENT_OF)
+    .subquery()
+)
+_NEWEST_OF_CUSTOMERS = (
+    select(_RANKED.c.customer_id, _RANKED.c.to_address, _RANKED.c.id, _RANKED.c.bounce_outcome)
+    .where(_RANKED.c.n <= STREAK_WINDOW)
+    .order_by(_RANKED.c.customer_id, _RANKED.c.to_address, _RANKED.c.n)
+)
+
+
+def _apply(
+    session: Session, batch: _Batch, mail: Mail, r: BounceRecipient, now: datetime, threshold: int
+) -> str:
+    """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring).
+    The writes wait in `batch` until the chunk's end; the mail object holds its new outcome
+    at once, so a later bounce in the chunk reads it."""
     if r.recipient != mail.to_address.strip().lower():
         return "other_recipient"
     previous = mail.bounce_outcome
     outcome = "hard" if "hard" in (previous, r.outcome) else "soft"
-    detail = _describe(r)[:2000]
-    session.execute(
-        update(Mail).where(Mail.id == mail.id).values(bounce_outcome=outcome, updated_at=now)
+    batch.outcomes[mail.id] = (outcome, now)
+    batch.events.append(
+        {
+            "mail_id": mail.id,
+            "at": now,
+            "event": "bounced",
+            "from_status": mail.status,
+            "to_status": mail.status,
+            "actor": ACTOR,
+            "detail": _describe(r)[:2000],
+        }
     )
-    session.execute(
-        insert(MailEvent).values(
-            mail_id=mail.id,
-            at=now,
-            event="bounced",
-            from_status=mail.status,
-            to_status=mail.status,
-            actor=ACTOR,
-            detail=detail,
-        )
-    )
-    set_committed_value(mail, "bounce_outcome", outcome)  # the UPDATE above wrote it
+    set_committed_value(mail, "bounce_outcome", outcome)  # written by batch.flush
     if mail.status != SENT:
         return "recorded"
     reason = f"bounce {r.reason}: {r.diagnostic or r.status or r.smtp_code}"[:1000]
     if previous is None:
-        address_health.record_result(
-            session, mail.customer_id, mail.to_address, r.outcome, reason, threshold=threshold
+        streak = _failures_in_a_row(session, batch, mail)
+        write = address_health.bounce_failure(
+            mail.customer_id, mail.to_address, r.outcome, streak, reason, threshold
         )
-        streak = _failures_in_a_row(session, mail)
-        address_health.raise_failure_count(
-            session, mail.customer_id, mail.to_address, streak, reason, threshold
-        )
-        return "applied"
-    if previous == "soft" and r.outcome == "hard":
-        address_health.mark_cleaned(session, mail.customer_id, mail.to_address, reason)
-        return "applied"
-    return "recorded"
+    elif previous == "soft" and r.outcome == "hard":
+        write = address_health.hard_after_soft(mail.customer_id, mail.to_address, reason)
+    else:
+        return "recorded"
+    if write is not None:
+        batch.health.append(write)
+    return "applied"
 
 
-def _failures_in_a_row(session: Session, mail: Mail) -> int:
-    """Bounced mails in a row among the newest sent mails of this customer and address.
+def _failures_in_a_row(session: Session, batch: _Batch, mail: Mail) -> int:
+    """Bounced mails in a row among the newest sent mails of this customer and address,
+    counting the outcomes this chunk has set but not written yet.
 
     Mails that failed at once (status error) are left out: the sender counted those it
     blames on the address, and leaving them out never blames an address for our own
@@ -297,20 +461,17 @@ def _failures_in_a_row(session: Session, mail: Mail) -> int:
     """
     if mail.customer_id is None:
         return 0
-    rows = session.execute(
-        select(Mail.bounce_outcome)
-        .where(
-            Mail.customer_id == mail.customer_id,
-            Mail.to_address == mail.to_address,
-            Mail.status == SENT,
-            Mail.sent_at.is_not(None),
+    newest = batch.newest.get((mail.customer_id, mail.to_address))
+    if newest is None:  # a mail the chunk did not prefetch
+        newest = batch.newest[(mail.customer_id, mail.to_address)] = list(
+            session.execute(
+                _NEWEST_OUTCOMES, {"b_customer": mail.customer_id, "b_to": mail.to_address}
+            ).tuples()
         )
-        .order_by(Mail.sent_at.desc(), Mail.id.desc())
-        .limit(STREAK_WINDOW)
-    ).scalars()
     streak = 0
-    for outcome in rows:
-        if outcome is None:
+    for mail_id, outcome in newest:
+        pending = batch.outcomes.get(mail_id)
+        if (pending[0] if pending else outcome) is None:
             break
         streak += 1
     return streak
@@ -336,30 +497,57 @@ def ingest_message(
     now: datetime | None = None,
     signer: MailSigner | None = None,
 ) -> IngestSummary:
-    """Record and apply one received message (no commit). Idempotent per message."""
+    """Record and apply one received message (no commit). Idempotent per message.
+
+    Inside a chunk (`_chunk`) the writes wait for the chunk's `_Batch.flush`; on its own
+    the message is a chunk of one, written before this returns.
+    """
     now = now or datetime.now(UTC)
     signer = signer or MailSigner()
-    out = IngestSummary(messages=1)
+    batch = _batch(session)
+    if batch is not None:
+        return _ingest(session, batch, raw, source, now, signer)
     parsed = parse_bounce(raw)
-    claims = claims_of(parsed, raw)
+    batch = session.info[_BATCH] = _Batch.read(session, [(raw, parsed, claims_of(parsed, raw))])
+    try:
+        out = _ingest(session, batch, raw, source, now, signer)
+        batch.flush(session)
+    finally:
+        del session.info[_BATCH]
+    return out
+
+
+def _ingest(
+    session: Session,
+    batch: _Batch,
+    raw: bytes,
+    source: str | None,
+    now: datetime,
+    signer: MailSigner,
+) -> IngestSummary:
+    out = IngestSummary(messages=1)
+    hit = batch.parsed.get(id(raw))
+    if hit is not None and hit[0] is raw:
+        parsed, claims = hit[1], hit[2]
+    else:  # not read with the chunk (a caller's own session and batch)
+        parsed = parse_bounce(raw)
+        claims = claims_of(parsed, raw)
     rows = [(r, fingerprint(raw, r.recipient)) for r in _recipients(parsed)]
-    known = set(
-        session.scalars(
-            select(Bounce.fingerprint).where(Bounce.fingerprint.in_([fp for _, fp in rows]))
-        )
-    )
-    fallback_days = settings.get(session, "bounce_fallback_days")
-    threshold = settings.get(session, "invalid_after_failures")
+    known = _known(batch, [fp for _, fp in rows])
+    fallback_days = batch.settings["bounce_fallback_days"]
+    threshold = batch.settings["invalid_after_failures"]
     for r, fp in rows:
         if fp in known:
             out.duplicates += 1
             continue
         link = match(session, parsed, r.recipient, claims, now, fallback_days, signer)
         mail = link.mail
-        effect = _effect(session, link, r, now, threshold) if r.outcome in FAILURES else "ignored"
-        row_id = session.execute(
-            insert(Bounce)
-            .values(
+        if r.outcome in FAILURES:
+            effect = _effect(session, batch, link, r, now, threshold)
+        else:
+            effect = "ignored"
+        batch.records.append(
+            dict(
                 fingerprint=fp,
                 received_at=now,
                 source=(source or "")[:500] or None,
@@ -376,8 +564,7 @@ def ingest_message(
                 trust=link.trust,
                 original_message_id=(parsed.original_message_id or "")[:255] or None,
             )
-            .returning(Bounce.id)
-        ).scalar_one()
+        )
         out.ingested += 1
         if r.outcome == "hard":
             out.hard += 1
@@ -389,7 +576,7 @@ def ingest_message(
         out.untrusted += effect == "untrusted"
         if mail is None:
             out.unmatched += 1
-            out.unmatched_ids.append(row_id)
+            batch.unmatched.append((out, fp))  # its Bounce id comes with the flush
         else:
             out.matched += 1
     return out
@@ -424,18 +611,59 @@ def ingest_source(
     source: BounceSource,
     now: datetime | None = None,
     limit: int | None = None,
+    chunk: int = CHUNK,
 ) -> IngestSummary:
-    """Every waiting message of `source`, each committed before it is marked done.
+    """Every waiting message of `source`, `chunk` messages per transaction, each message
+    marked done only after the commit that recorded it (see `_chunk`).
 
     A message that cannot be recorded (store error) stays in the mailbox and is listed
     in `failed`; the others go on.
     """
     total = IngestSummary()
     signer = MailSigner()  # the signing key is read once per run, when first needed
-    for n, message in enumerate(source.messages()):
-        if limit is not None and n >= limit:
-            break
-        total.merge(_one(session_factory, source, message, now, signer))
+    messages = source.messages()
+    if limit is not None:
+        messages = itertools.islice(messages, limit)
+    while batch := list(itertools.islice(messages, max(1, chunk))):
+        total.merge(_chunk(session_factory, source, batch, now, signer))
+    return total
+
+
+def _chunk(
+    session_factory: SessionFactory,
+    source: BounceSource,
+    messages: list[Incoming],
+    now: datetime | None,
+    signer: MailSigner,
+) -> IngestSummary:
+    """One transaction for a chunk of messages: parse them all first (no lock held), read
+    what they need in bulk (known fingerprints, the mails they name, those mails'
+    addresses' newest sent mails, settings), take each in with `ingest_message`, write
+    what they deferred (`_Batch.flush`), commit, then mark them done. If anything goes wrong the
+    chunk is rolled back and its messages go one by one (`_one`), so one bad message
+    costs only itself and a concurrent run recording the same messages is a no-op.
+    """
+    total = IngestSummary()
+    now = now or datetime.now(UTC)  # one transaction: one time for its bounces
+    try:
+        read = [(m.raw, parse_bounce(m.raw)) for m in messages]
+        items = [(raw, p, claims_of(p, raw)) for raw, p in read]
+        with session_factory() as session:
+            take_write_lock(session)  # SQLite: write-locked before the first read
+            batch = session.info[_BATCH] = _Batch.read(session, items)
+            outs = [ingest_message(session, m.raw, m.ref, now, signer) for m in messages]
+            batch.flush(session)
+            session.commit()
+        for out in outs:
+            total.merge(out)
+    except Exception as exc:  # noqa: BLE001 - retried message by message, which reports it
+        log.info("bounce chunk of %d rolled back (%s); one by one", len(messages), exc)
+        total = IngestSummary()
+        for message in messages:
+            total.merge(_one(session_factory, source, message, now, signer))
+        return total
+    for message in messages:
+        source.done(message)
     return total
 
 

@@ -35,7 +35,7 @@ from automail.db import project_home
 CONN_ID = "automail_bounce_mailbox"
 ENV_VAR = "AIRFLOW_CONN_AUTOMAIL_BOUNCE_MAILBOX"
 PROCESSED = "processed"
-MAX_MESSAGE_BYTES = 10_000_000  # a larger file is read only this far (the parser cuts at 5 MB)
+MAX_MESSAGE_BYTES = 10_000_000  # a larger file is read only this far (the parser reads 512 KB)
 log = logging.getLogger(__name__)
 
 

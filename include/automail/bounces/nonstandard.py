@@ -7,6 +7,7 @@ follows each address; when that slice says nothing useful, the whole explanation
 
 from __future__ import annotations
 
+import itertools
 import re
 
 from automail.bounces.codes import (
@@ -19,6 +20,8 @@ from automail.bounces.codes import (
 from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
 from automail.bounces.rules import match_reason
+
+MAX_RECIPIENTS = 20  # per bounce, as for DSNs
 
 ADDR_RE = re.compile(r"(?<![\w.+=-])[\w.!#$%&'*+/=?^`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # Mailbox names of services, never the failed recipient of a customer mail.
@@ -57,7 +60,10 @@ def addresses(text: str) -> list[str]:
     """Distinct addresses in order of first appearance, lowercased."""
     seen: dict[str, None] = {}
     for m in ADDR_RE.finditer(text):
-        seen.setdefault(m.group(0).strip(".").lower(), None)
+        # A quote before the local part is punctuation ("'Unknown user 'a@b.jp'"), not atext.
+        address = m.group(0).strip(".").lstrip("'`").lower()
+        if address and not address.startswith("@"):
+            seen.setdefault(address, None)
     return list(seen)
 
 
@@ -94,7 +100,9 @@ def pick_recipients(
 
 def _classify(text: str, context: str) -> tuple[str, int | None, str | None]:
     status, code = find_enhanced(text), find_smtp_code(text)
-    reason = refine_user_unknown(reason_for(code, status, text), status, context, status)
+    # A reply code in the text is another server's answer, quoted by the reporting MTA.
+    relayed = code is not None
+    reason = refine_user_unknown(reason_for(code, status, text), status, context, status, relayed)
     return reason, code, status
 
 
@@ -109,9 +117,11 @@ def segment_for(text: str, addr: str | None, recipients: list[str]) -> str:
 
 
 def recipients_from_text(explanation: str, recipients: list[str]) -> list[BounceRecipient]:
-    """One BounceRecipient per address, classified on the text that follows its mention."""
+    """One BounceRecipient per address (the first MAX_RECIPIENTS), classified on the text
+    that follows its mention."""
     delayed = bool(_DELAY_RE.search(explanation))
     out = []
+    recipients = recipients[:MAX_RECIPIENTS]
     for addr in [*recipients] if recipients else [None]:
         segment = segment_for(explanation, addr, recipients)
         # The slice after the address is most precise; fall back to the whole explanation.
@@ -127,9 +137,10 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
 
 
 def _diagnostic_line(text: str) -> str:
-    """The most telling line: one with a reply code or a known phrase, else the first line."""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    for line in lines:
+    """The most telling of the first 200 lines: one with a reply code or a known phrase,
+    else the first line."""
+    lines = [ln.strip() for ln in itertools.islice(text.splitlines(), 2000) if ln.strip()]
+    for line in lines[:200]:
         if find_smtp_code(line) or find_enhanced(line) or match_reason(line):
             return one_line(line)
     return one_line(lines[0] if lines else "")

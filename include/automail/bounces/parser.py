@@ -33,13 +33,32 @@ from automail.bounces.signals import (
 __all__ = ["BounceRecipient", "ParsedBounce", "classify_smtp", "parse_bounce"]
 
 _OWN_HEADERS = ("From", "To", "Return-Path", "Reply-To", "Delivered-To", "X-Original-To", "Sender")
-_MAX_BYTES = 5_000_000  # a bounce larger than this is cut: its tail is the returned original
+# A bounce relayed through (or about) a mailing list names the list's own addresses in these:
+# never the failed recipient.
+_LIST_HEADERS = (
+    "List-Id",
+    "List-Post",
+    "List-Owner",
+    "List-Help",
+    "List-Subscribe",
+    "List-Unsubscribe",
+    "Mailing-List",
+    "X-ML-Name",
+    "Errors-To",
+)
+# A bounce larger than this is cut: its tail is the returned original (the explanation,
+# the DSN fields and the returned headers come first), and the stdlib parser costs about
+# a microsecond per line, so 512 KB keeps a hostile message well under a second.
+_MAX_BYTES = 512_000
+# The MTA's own words come first and are short; beyond this it is quoted text or an attack.
+MAX_EXPLANATION_CHARS = 64_000
 _EMBEDDED_DSN_RE = re.compile(r"^(final|original)-recipient:", re.I | re.M)
 _INTRO_RE = re.compile(
     r"could not be delivered|couldn't be delivered|undeliverable|delivery (has )?failed"
     r"|permanent (fatal )?error|wasn't able to deliver|unable to deliver|was not delivered"
     r"|delivery to the following recipient|failed permanently|returned to sender"
     r"|following address(es)? had (permanent|delivery)|did not reach|not be delivered"
+    r"|not a member of (this|the) (mailing )?list"
     r"|送信できません|配信できません|届きませんでした|宛先不明",
     re.I,
 )
@@ -79,6 +98,7 @@ def _parse(raw: bytes) -> ParsedBounce:
     if ses is not None:
         return ses
     explanation, _ = split_original(body)
+    explanation = explanation[:MAX_EXPLANATION_CHARS]
     dsn_text = "\n\n".join(part_text(p) for p in leaves if p.get_content_type() in DSN_TYPES)
     if not dsn_text and _EMBEDDED_DSN_RE.search(body):
         dsn_text = body  # RFC 3464 fields pasted into the text part (WorkMail, broken MIME)
@@ -102,7 +122,7 @@ def _nonstandard(
 ) -> ParsedBounce:
     # Addresses of the bounce itself and of the original sender are never failed recipients.
     own = set(addresses(original.get("from", "") + " " + original.get("return-path", "")))
-    for name in _OWN_HEADERS:
+    for name in (*_OWN_HEADERS, *_LIST_HEADERS):
         own.update(addresses(get(msg, name)))
     failed = addresses(get(msg, "X-Failed-Recipients"))
     sent_to = addresses(original.get("to", ""))

@@ -35,7 +35,10 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|domain of sender address .{0,80}does not exist|sender verify failed"
         r"|sender address is (invalid|not valid)|invalid sender|sender (is )?unknown"
         r"|unknown sender|mail from.{0,40}rejected|sender rejected|bad sender"
-        r"|sender (address )?has null mx",
+        r"|sender (address )?has null mx"
+        # a mailing list refusing a post from a non-member: about the sender, not the list
+        r"|(you are |sender is )?not a member of (this|the) (mailing )?list|members only"
+        r"|only members (may|can) post|not allowed to post to this (mailing )?list",
         "rejected",
     ),
     (
@@ -100,6 +103,7 @@ _RAW_RULES: list[tuple[str, str]] = [
     ),
     (
         r"host or domain name not found|(unknown|invalid) (host|domain)|host(name)? unknown"
+        r"|host [a-z0-9.-]+\.[a-z]{2,} not found|(account or )?domain may not exist"
         r"|no such (domain|host)|domain (not found|does not exist|doesn't exist|is not valid)"
         r"|(host|domain) not found|unrouteable (mail )?domain|domain is not reachable"
         r"|unroutable (mail )?domain|dns (error|lookup failed)|mx (record )?(not found|lookup)"
@@ -128,10 +132,12 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|no valid recipients for this mm|invalid user address"
         r"|is not a valid mailbox|unknown or illegal alias|address (does not|doesn't) exist"
         r"|no longer (valid|available|in use)|this address no longer accepts mail"
+        r"|mailbox (is )?unavailable|recipient address rejected: access denied"
+        r"|recipient address rejected[^a-z0-9]*(?:$|\(in reply to rcpt)"
         r"|not listed in (the )?(public name|domino directory|address book)"
         r"|(メールアドレス|アドレス|宛先|あて先|送信先|受信者|ユーザー?|アカウント)"
         r".{0,20}(見つかりません|存在しません|存在しない|不明|登録されていません)"
-        r"|存在しない(メール)?アドレス|宛先不明|ディレクトリ.{0,10}(見つかりません|ありません)",
+        r"|存在しない(メール)?アドレス|宛先不明",
         "userunknown",
     ),
     # --- generic soft reasons -------------------------------------------------------------
@@ -197,11 +203,20 @@ SPECIFIC_RULES = PRIORITY_RULES + [(re.compile(p), r) for p, r in _RAW_RULES]
 RULES = SPECIFIC_RULES + [(re.compile(p), r) for p, r in _RAW_GENERIC]
 _TIERS = {"priority": PRIORITY_RULES, "specific": SPECIFIC_RULES, "all": RULES}
 
-# The reply came after the message body was sent: the recipient had been accepted at RCPT.
-_AFTER_DATA_RE = re.compile(
-    r"in reply to (end of )?data command|after (end of )?data\b|^>>> DATA\s*\n<<< [45]\d\d",
+# Where in the SMTP dialogue the failing reply came: Postfix "(in reply to RCPT TO command)",
+# Exim "error ... after RCPT TO:<a>", sendmail ">>> RCPT To:<a>" then "<<< 550 ...", m-FILTER
+# "SMTP command" / "DATA", qmail "does not like recipient", Yahoo "[RCPT_TO]".
+_STAGE_RE = re.compile(
+    r"in reply to (?:(?P<d1>(?:end of )?data)|(?P<r1>rcpt to)|(?P<m1>mail from)) command"
+    r"|after (?:(?P<d2>(?:end of )?data)\b|(?P<r2>rcpt to|rcpt\b)|(?P<m2>mail from))"
+    r"|^[ \t]*>>> ?(?:(?P<d3>data)|(?P<r3>rcpt to)|(?P<m3>mail from))\b[^\n]*\n[ \t]*<<< ?[45]\d\d"
+    r"|smtp command\W{0,20}\n?\s*(?:(?P<d4>data)|(?P<r4>rcpt)|(?P<m4>mail))\b"
+    r"|error following (?:(?P<d5>data)|(?P<r5>rcpt)|(?P<m5>mail)) command"
+    r"|(?P<r6>does not like recipient|\[rcpt_to\]|most progress was rcpt to response)"
+    r"|(?P<d6>does not like data|after the message body was sent)",
     re.I | re.M,
 )
+_STAGES = {"d": "data", "r": "rcpt", "m": "mail"}
 _PIPELINED_RCPT_RE = re.compile(r"need rcpt|no valid recipients|rcpt first", re.I)
 
 
@@ -217,22 +232,115 @@ def match_reason(text: str, tier: str = "all") -> str | None:
     return None
 
 
-# Explicit "no such account" statements stay user-unknown whatever the SMTP stage.
+# Explicit "no such account" statements stay user-unknown whatever the SMTP stage: a
+# provider's own sentence about the account (Yahoo, Gmail) or RFC 5321's reply text for an
+# unknown mailbox ("Requested action not taken: mailbox unavailable", which Microsoft
+# sends with 5.5.0).
 _EXPLICIT_NO_ACCOUNT_RE = re.compile(
-    r"(doesn't|does not) have an? .{0,40}account|account .{0,40}(does not|doesn't) exist", re.I
+    r"(doesn't|does not) have an? .{0,40}account"
+    r"|address couldn't be found|requested action not taken:? (mailbox unavailable|no such user)"
+    # Microsoft: "550 5.4.1 Recipient address rejected: Access denied" (directory lookup)
+    r"|recipient address rejected: access denied"
+    # au (KDDI) names the address when the mailbox does not exist; its filter says
+    # "550 : User unknown" with no address (the first priority rule).
+    r"|\b550:? <[^<>@\s]+@(?:[a-z0-9-]+\.)*(?:ezweb\.ne\.jp|au\.com)>:? user unknown",
+    re.I,
 )
 
 
-def rejected_after_data(text: str) -> bool:
-    """True when the failing reply answered DATA, not RCPT TO.
+# Text that says the *sender* (its address, host or reputation) was refused, or that the
+# recipient chose not to receive it: never proof that the recipient's address is wrong,
+# whatever status code (5.1.1...) the server put in front of it.
+_SENDER_REFUSED: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(
+            r"spamhaus|spamcop|barracuda|sorbs|blocked using|\b(?:dnsbl|rbl)\b"
+            r"|block ?list(?:ed)?|black ?list(?:ed)?|deny ?list(?:ed)?"
+            r"|(?:poor|bad|low|sender|ip|domain) reputation|reputation (?:of|is)"
+            r"|(?:client|your|sending) (?:host|ip|server)\b.{0,60}(?:blocked|denied|refused|rejected)"
+        ),
+        "blocked",
+    ),
+    (
+        re.compile(
+            r"refused due to recipient preferences|recipient preferences"
+            r"|(?:user|recipient) (?:refuses|does not wish|has chosen not) to (?:receive|accept)"
+        ),
+        "filtered",
+    ),
+    (
+        re.compile(
+            r"(?:sender|mail from|envelope from|from address)\b.{0,60}(?:access denied|not allowed"
+            r"|denied|refused|rejected|blocked)|access denied.{0,30}\b(?:sender|mail from|your ip)"
+        ),
+        "rejected",
+    ),
+]
 
-    A "user unknown" at that stage is a content or domain filter in disguise (au/KDDI does
-    this): the mailbox exists, so it must not be cleaned. Sendmail transcripts that show
-    pipelined RCPT failures ("Need RCPT") after DATA are not counted.
+
+@lru_cache(maxsize=256)  # asked once per recipient about the same explanation
+def sender_refused(text: str) -> str | None:
+    """Reason when the text blames the sender or the recipient's choice, else None."""
+    flat = " ".join((text or "").split()).lower()
+    if not flat or _RECIPIENT_UNKNOWN_RE.search(flat):
+        return None
+    for pattern, reason in _SENDER_REFUSED:
+        if pattern.search(flat):
+            return reason
+    return None
+
+
+# Plain statements that the recipient does not exist: they keep a 5.1.x "user unknown"
+# even next to a sender-policy boilerplate.
+_RECIPIENT_UNKNOWN_RE = re.compile(
+    r"user ?unknown|unknown (?:user|recipient|mailbox)|no such (?:user|mailbox|recipient)"
+    r"|(?:user|mailbox|recipient|account|address) (?:does not|doesn't) exist"
+    r"|recipient not found|not found by smtp address lookup"
+)
+
+
+# "550 Rejected", "550 5.1.0 <a@b.jp>: Rejected.": a refusal that names nothing but the
+# recipient (not "Client host rejected", "Sender rejected"...).
+_BARE_REJECTION_RE = re.compile(
+    r"(?:\b[45]\d\d(?:[ -][245]\.\d{1,3}\.\d{1,3})?|>:?)\s+rejected\b\.?\s*"
+    r"(?:\(in reply to rcpt to command\)|$)",
+    re.M,
+)
+
+
+def bare_rejection(text: str) -> bool:
+    return bool(_BARE_REJECTION_RE.search((text or "").lower()))
+
+
+# The report says the recipient's account exists but is switched off (au: "The user(s)
+# account is disabled."): more precise than a "user unknown" reply quoted beside it.
+_DISABLED_RE = re.compile(
+    r"(?:account|mailbox)s?\)? (?:is|has been|was) (?:disabled|suspended|deactivated|inactive)",
+    re.I,
+)
+
+
+def account_disabled(text: str) -> bool:
+    return bool(_DISABLED_RE.search(text or ""))
+
+
+@lru_cache(maxsize=256)  # asked once per recipient about the same explanation
+def explicit_no_account(text: str) -> bool:
+    return bool(_EXPLICIT_NO_ACCOUNT_RE.search(" ".join((text or "").split())))
+
+
+@lru_cache(maxsize=256)  # asked once per recipient about the same explanation
+def smtp_stage(text: str) -> str | None:
+    """ "mail", "rcpt" or "data": the command the failing reply answered, None if not said.
+
+    Sendmail transcripts that show pipelined RCPT failures after DATA ("Need RCPT") say
+    nothing about the stage: the RCPT replies are read after DATA was sent.
     """
     text = text or ""
-    if _EXPLICIT_NO_ACCOUNT_RE.search(text):
-        return False
-    flat = " ".join(text.split())
-    m = _AFTER_DATA_RE.search(text) or _AFTER_DATA_RE.search(flat)
-    return m is not None and not _PIPELINED_RCPT_RE.search(m.string[m.end() :])
+    for candidate in (text, " ".join(text.split())):
+        for m in _STAGE_RE.finditer(candidate):
+            stage = _STAGES[next(k for k, v in m.groupdict().items() if v)[0]]
+            if stage == "data" and _PIPELINED_RCPT_RE.search(m.string[m.end() :]):
+                continue
+            return stage
+    return None
