@@ -104,7 +104,7 @@ SETTINGS: dict[str, SettingSpec] = {
     ),
     "send_commit_group": SettingSpec(
         20,
-        "F3: mails per bookkeeping commit; a killed batch leaves at most twice this many in doubt",
+        "F3: mails per bookkeeping commit; a killed batch leaves at most twice this many per connection in doubt",
         between(1, 10_000),
     ),
     "lookback_order_confirmation_minutes": SettingSpec(

@@ -10,8 +10,10 @@ Exactly-once bookkeeping, per group of `send_commit_group` mails (default 20):
 The rule that matters holds for every mail: its in_flight row is committed before its
 DATA. A worker killed between 1 and 3 leaves in_flight attempts that lease recovery
 turns into `held` "in doubt" (claim.py) — at most two groups (the one on the wire and
-the next, committed meanwhile: see `run`), never resent blindly; one killed elsewhere
-loses nothing committed. The group size trades that
+the next, committed meanwhile: see `run`) per lane, never resent blindly; one killed
+elsewhere loses nothing committed. A batch runs up to the relay's `connections` lanes
+in parallel (PostgreSQL), each with its own store and SMTP connection and this same
+loop. The group size trades that
 blast radius against commits per mail (a commit per mail halved throughput in
 bench/send.py). Another try of the same batch skips mails with an unfinished attempt.
 
