@@ -111,6 +111,11 @@ def validate_address_list(field: str, value: str | None) -> None:
         )
     if ";" in value:
         raise ValueError(f"{field}: separate addresses with commas, not semicolons (got {value!r})")
+    if found := _CONTROL.search(value):  # before splitting: strip() would hide U+2028 etc.
+        raise ValueError(
+            f"{field}: contains U+{ord(found.group()):04X} (a line break or control "
+            f"character) at position {found.start()} (got {value!r})"
+        )
     for item in split_address_list(value):
         reason = check_address(item)
         if reason is None:
@@ -146,6 +151,7 @@ def validate_sender_settings(
 _WIRE_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _WIRE_DOMAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+WIRE_MAX = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets including the angle brackets
 
 
 class AddressError(ValueError):
@@ -188,7 +194,10 @@ def wire_address(address: str) -> str:
         domain = _a_labels(address, domain)
     if not _WIRE_DOMAIN.fullmatch(domain):
         raise AddressError(address, "has characters that cannot be sent after the @")
-    return f"{local}@{domain}"
+    wire = f"{local}@{domain}"
+    if len(wire) > WIRE_MAX:  # no server takes it; on one header line it could pass 998
+        raise AddressError(address, f"is longer than {WIRE_MAX} characters (RFC 5321 path)")
+    return wire
 
 
 def _a_labels(address: str, domain: str) -> str:
