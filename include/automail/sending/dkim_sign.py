@@ -8,12 +8,13 @@ connection that is missing or holds no usable key is a DkimKeyError naming the
 connection: that shop's mails end in error, never go out unsigned.
 
 Speed: dkimpy canonicalises, hashes and writes the DKIM-Signature header; its RSA step
-is pure Python (~25 ms per 2048-bit signature here, more under load). The signature is
-made by OpenSSL instead (`cryptography`, ~1 ms): dkimpy's `gen_header` signs an ed25519
+is pure Python (14.4 ms CPU per 2048-bit signature, bench/dkim_sign.py). The signature
+is made by OpenSSL instead (`cryptography`): 1.25 ms CPU per mail in all, against
+0.09 ms for building the message. dkimpy's `gen_header` signs an ed25519
 key as `pk.sign(digest).signature`, so `_OpenSslDkim` runs that branch with an RSA
 signer object (PKCS#1 v1.5 over the SHA-256 digest dkimpy computed). Same bytes as
-dkimpy's own RSA (PKCS#1 v1.5 is deterministic; tests/test_dkim.py compares them);
-dkimpy is pinned because this relies on that branch. bench/dkim.py measures both.
+dkimpy's own RSA (PKCS#1 v1.5 is deterministic; tests/test_deliverability.py compares them);
+dkimpy is pinned (==1.1.8) because this relies on that branch.
 """
 
 from __future__ import annotations
