@@ -21,7 +21,7 @@ from automail.deliverability import (
     set_shop_dkim,
     set_shop_lists,
 )
-from automail.models import Mail
+from automail.models import Mail, Shop
 from automail.rendering.errors import TemplateError
 from automail.rendering.resolve import save_template
 from automail.sample_data import make_shop
@@ -239,3 +239,30 @@ def test_list_settings_are_checked_naming_field_and_value(
     with pytest.raises(DeliverabilitySettingError) as info:
         set_shop_lists(session, "tea", **{field: value})
     assert f"shop tea: {field}: " in str(info.value) and problem in str(info.value)
+
+
+def test_shops_cli_sets_and_refuses_deliverability_settings(
+    engine, session: Session, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    from automail.cli import main
+
+    monkeypatch.setenv("AIRFLOW_CONN_TEA_DKIM", dkim_key().conn_json("tea.example.jp"))
+    make_shop(session, "tea")
+    session.commit()
+    assert main(["shops", "set-dkim", "tea", "--conn", "tea_dkim"]) == 0
+    assert "tea: dkim=tea_dkim" in capsys.readouterr().out
+    assert main(["shops", "set-dkim", "tea", "--conn", "nope_dkim"]) == 2
+    assert "DKIM connection 'nope_dkim'" in capsys.readouterr().err
+    assert main(["shops", "set-charset", "tea", "iso-2022-jp"]) == 0
+    rc = main(["shops", "set-lists", "tea", "--cc", "a@x.jp, b..c@x.jp"])
+    assert rc == 2 and "cc: address 'b..c@x.jp'" in capsys.readouterr().err
+    assert (
+        main(["shops", "set-lists", "tea", "--reply-to", "a@x.jp, b@x.jp", "--cc", "c@x.jp"]) == 0
+    )
+    capsys.readouterr()
+    assert main(["shops", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "dkim=tea_dkim charset=iso-2022-jp reply_to=a@x.jp, b@x.jp cc=c@x.jp" in out
+    session.expire_all()
+    shop = session.scalar(select(Shop).where(Shop.code == "tea"))
+    assert (shop.dkim_conn_id, shop.charset, shop.cc) == ("tea_dkim", "iso-2022-jp", "c@x.jp")
