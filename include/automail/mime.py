@@ -258,7 +258,8 @@ def _checked(mail: Mail, shop: Shop | None = None) -> _Fields:
         if body := getattr(mail, field):
             _unicode(field, body)
     charset = (shop.charset if shop is not None else None) or UTF8
-    texts = [("subject", subject), ("from_name", from_name), *extra]
+    texts: list[tuple[str, str | None]] = [("subject", subject), ("from_name", from_name)]
+    texts += extra
     texts += [("body_text", mail.body_text), ("body_html", mail.body_html)]
     for field, text in texts:
         if chars := unencodable(text, charset):
