@@ -1,8 +1,8 @@
 """Bounce ingestion throughput on the store, one JSON line per figure.
 
 Sets up `--mails` sent mails (one customer each), writes `--bounces` DSNs for distinct
-mails into a folder mailbox and times `ingest_mailbox` over it (parse + match by
-X-Automail-Id + record + address health + move to processed/), then the same files
+mails into a folder mailbox and times `ingest_mailbox` over it (parse + match by the
+mail's signed return path + record + address health + move to processed/), then the same files
 again (re-ingest: fingerprints make it a no-op), then headerless bounces that only the
 last-resort recipient match can place. Baseline: parsing alone (`parse_bounce`) of the
 same messages, so ratio = share of the parse-only rate that full ingestion keeps.
@@ -27,6 +27,7 @@ import figures
 from sqlalchemy import insert, select, text
 
 from automail import migrate
+from automail.bounce_links import MailSigner
 from automail.bounces import parse_bounce
 from automail.bounces.ingest import ingest_mailbox
 from automail.bounces.mailbox import FolderSource
@@ -42,7 +43,7 @@ def _emit(name: str, value: float, unit: str, baseline: float | None = None) -> 
     figures.emit(name, value, unit, baseline, figures.higher_is_better(value, baseline))
 
 
-def _setup(url: str, mails: int) -> list[tuple[int, str]]:
+def _setup(url: str, mails: int) -> list[tuple[int, str, int]]:
     engine = make_engine(url)
     with engine.begin() as conn:
         if engine.dialect.name == "postgresql":
@@ -87,12 +88,12 @@ def _setup(url: str, mails: int) -> list[tuple[int, str]]:
             ],
         )
         s.commit()
-        rows = s.execute(select(Mail.id, Mail.to_address).order_by(Mail.id)).all()
+        rows = s.execute(select(Mail.id, Mail.to_address, Mail.shop_id).order_by(Mail.id)).all()
     if engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("ANALYZE"))  # as autovacuum would after a bulk load
     engine.dispose()
-    return [(r[0], r[1]) for r in rows]
+    return [(r[0], r[1], r[2]) for r in rows]
 
 
 def _original(mail_id: int, to: str) -> bytes:
@@ -121,7 +122,11 @@ def main() -> None:
     mails = _setup(url, args.mails)
     step = max(1, len(mails) // args.bounces)
     chosen = mails[::step][: args.bounces]
-    messages = [dsn(_original(mid, to), to) for mid, to in chosen]
+    signer = MailSigner()  # each DSN comes back to its mail's signed return path
+    messages = [
+        dsn(_original(mid, to), to, to=signer.return_path("bounce@tea.example.jp", shop, mid))
+        for mid, to, shop in chosen
+    ]
 
     start = time.perf_counter()
     for raw in messages:
@@ -147,7 +152,7 @@ def main() -> None:
     bare = tmp / "bare"
     bare.mkdir()
     few = chosen[: max(1, len(chosen) // 5)]
-    for n, (_, to) in enumerate(few):
+    for n, (_, to, _shop) in enumerate(few):
         (bare / f"{n:06d}.eml").write_bytes(bare_bounce(to, "bounce@tea.example.jp"))
     elapsed, summary = _timed_ingest(url, bare)
     assert summary["matched"] == len(few), summary

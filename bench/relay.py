@@ -119,12 +119,16 @@ def run_naive(relay: Relay, n: int) -> float:
 
 
 def automail_run(url: str, n: int, smtp, workers: int) -> float:  # noqa: ANN001
+    from automail import settings
     from automail.db import make_engine, session_factory
 
     reset_store(url)
     engine = make_engine(url, pool_size=2)
     factory = session_factory(engine)
     seed(factory, n)
+    with factory() as session:  # one batch per worker, as many mapped tasks as pool slots
+        settings.put(session, "send_batch_size", -(-n // workers))
+        session.commit()
     seconds, sent = run_automail(factory, url, smtp, workers)
     engine.dispose()
     assert sent == n, (sent, n)

@@ -1,11 +1,17 @@
-"""Bounces every 15 minutes (SPEC E1–E3): read the bounce mailbox, record each bounce,
-match it to its mail, and update the mail's bounce result and the address health.
+"""Bounces, every 15 minutes: reads the bounce mailbox, records each bounce, marks the
+mail it belongs to and updates the address's health (a permanent bounce cleans the
+address; three failures in a row invalidate it).
 
-The mailbox is the Airflow connection `automail_bounce_mailbox` (fs/path: a maildir or
-folder of .eml files, recorded ones move to processed/; imap: UNSEEN messages, flagged
-Seen once recorded), else the folder var/bounces. Idempotent: a message read twice
-changes nothing. Bounces that match no mail are kept and counted as `unmatched`
-(`automail bounces list --unmatched`). Same step by hand: `automail bounces ingest`.
+The mailbox is the Airflow connection `automail_bounce_mailbox` (a maildir or folder of
+.eml files, or an IMAP mailbox), else the folder var/bounces. By hand:
+`automail bounces ingest`.
+
+**When to unpause it.** Once `automail_send` sends and bounces reach the mailbox. It
+starts paused.
+
+**What it never does.** It never sends and never changes a mail's sent status; a
+message read twice changes nothing; a bounce that matches no mail is kept as
+`unmatched` (`automail bounces list --unmatched`), never dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     is_paused_upon_creation=True,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=2)},
+    default_args={"retries": 2},  # retry delay: [core] default_task_retry_delay
     tags=["automail", "bounces"],
     doc_md=__doc__,
 ) as dag:

@@ -1,18 +1,22 @@
-"""Newsletters (SPEC C5–C9): every 5 minutes, move campaigns through their statuses
-and release the newsletter mails that may go now.
+"""Newsletters, every 5 minutes: moves each campaign through its statuses and releases
+the newsletter mails that may go now. Campaigns are made with `automail campaigns create`.
 
-advance: scheduled → preparing (cancel lock) → sending (audience evaluated, mails
-         rendered with the content of this moment) or failed; allowed hours and the
-         monthly quota decide which mails are released.
-finish:  sending → stopped (error rate) | sent → counting → counted, with the counts.
-Released mails are sent by `automail_send`, the one send path for every kind (after
-transactional and step mails, within its cap, pool and per-domain limits). This DAG
-sends nothing itself; it starts paused like every automail DAG.
+**What it does.** scheduled → preparing (no more cancelling) → sending (audience
+chosen, mails rendered) → sent → counting → counted; a campaign whose error rate is
+too high is stopped. Mails are released only inside the category's allowed hours and
+the shop's monthly quota; `automail_send` (the one send path, with its cap, pool,
+relay and per-domain limits) sends them after transactional and step mails.
+
+**When to unpause it.** When the shop starts sending newsletters, together with
+`automail_send` (which actually sends). It starts paused.
+
+**What it never does.** It never sends anything itself, never releases mails outside
+allowed hours or over the quota, and never mails a customer who unsubscribed.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from airflow.sdk import DAG, CronDataIntervalTimetable, task
 
@@ -25,13 +29,13 @@ def _now(data_interval_end) -> datetime:  # noqa: ANN001
 
 with DAG(
     dag_id="automail_campaigns",
-    description="Newsletters: status machine, allowed hours, quota, sending, counts",
+    description="Newsletters only: campaign statuses, allowed hours, quota, newsletter sending",
     schedule=CronDataIntervalTimetable("*/5 * * * *", timezone="UTC"),
     start_date=datetime(2026, 1, 1, tzinfo=UTC),
     catchup=False,
     max_active_runs=1,
     is_paused_upon_creation=True,
-    default_args={"retries": 1, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 1},  # retry delay: [core] default_task_retry_delay
     tags=["automail", "newsletter"],
     doc_md=__doc__,
 ) as dag:

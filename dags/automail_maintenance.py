@@ -1,10 +1,10 @@
-"""Store maintenance every 5 minutes: put newly created mails into the search screen's
-trigram indexes (SPEC B2), off the creation path.
+"""Store maintenance, every 5 minutes: adds newly created mails to the search indexes of
+the Mail data screen, in small committed batches (by hand: `automail search-index`).
 
-Creation inserts mails with `search_indexed = false`, so it never pays for the trigram
-GIN indexes; this run flips them to true in committed batches (automail.search_index).
-Search results are exact whether or not this has run; it only keeps searches fast.
-Same step by hand: `automail search-index`.
+**When to unpause it.** Any time; searches are exact without it, only slower on a
+large store. It starts paused.
+
+**What it never does.** It never sends, creates or changes a mail's content or status.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ with DAG(
     catchup=False,
     max_active_runs=1,
     is_paused_upon_creation=True,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={"retries": 2},  # retry delay: [core] default_task_retry_delay
     tags=["automail", "maintenance", "search"],
     doc_md=__doc__,
 ) as dag:

@@ -6,9 +6,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
-  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000
+  ORDERS="10000 100000"; ROWS=100000; CUSTOMERS=100000; SENDS=3000; CLUSTER_SENDS=4000
+  IMPORT="10000 100000"; LATENCY=20
 else
-  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000
+  ORDERS="100000 1000000"; ROWS=1000000; CUSTOMERS=1000000; SENDS=30000; CLUSTER_SENDS=20000
+  IMPORT="100000 1000000"; LATENCY=100
 fi
 run() { echo "# $*" >&2; "$@"; }
 # shellcheck disable=SC2086
@@ -21,3 +23,8 @@ run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py
 run $PY bench/bounce_ingest.py
+run $PY bench/cluster.py --mails "$CLUSTER_SENDS"
+# shellcheck disable=SC2086
+run $PY bench/import.py --rows $IMPORT
+run $PY bench/latency.py --orders "$LATENCY"  # starts its own api-server, scheduler, dag-processor
+run $PY bench/tracking.py --hits 20000

@@ -38,6 +38,9 @@ PY
 campaign=$(automail campaigns list --shop tea | grep 新茶 | head -1 | cut -f1)
 automail campaigns audience "$campaign"
 quiet campaigns-dag airflow dags test automail_campaigns "$(now)"
+echo "-- released by automail_campaigns; automail_send (the one send path) sends it"
+quiet campaigns-send airflow dags test automail_send "$(date -u +%Y-%m-%dT%H:%M:%S+00:00)"
+quiet campaigns-dag-count airflow dags test automail_campaigns "$(date -u -d '1 minute' +%Y-%m-%dT%H:%M:00+00:00)"
 automail campaigns show "$campaign"
 automail campaigns quota --shop tea
 

@@ -10,7 +10,7 @@ source scripts/env.sh
 DEMO=var/demo
 LOGS=$DEMO/logs
 SINK=$DEMO/sink
-rm -rf var/airflow var/automail.db* "$DEMO"
+rm -rf var/airflow var/automail.db* var/import "$DEMO"
 mkdir -p "$LOGS" "$SINK"
 
 step() { printf '\n== %s\n' "$*"; }
@@ -36,8 +36,9 @@ SINK_PID=$!
 trap 'kill $SINK_PID 2>/dev/null || true' EXIT
 for _ in $(seq 1 50); do grep -q "smtp sink on" "$LOGS/smtp-sink.log" && break; sleep 0.2; done
 
-step "Demo shop data"
+step "Demo shop data: each shop's export dropped in var/import/<shop>/<kind>/ and imported"
 automail seed-demo
+automail import files   # kitchen's orders are a CP932 Next Engine-style export
 if has templates; then automail templates install-defaults; fi
 
 step "1. Switch creation on: every transactional kind for every shop (sending stays paused)"
@@ -58,6 +59,13 @@ if dag_exists automail_send; then
   step "3. Ops unpause sending: one send run to the local SMTP server"
   quiet send-dag airflow dags test automail_send "$(hour 'now')"
   automail report --sink "$SINK"
+fi
+
+if dag_exists automail_send && has bounces; then
+  step "3b. Bounces: a DSN to a mail's signed return path is applied, forged ones are not"
+  python scripts/demo-bounces.py "$SINK" "$DEMO/bounces"
+  automail bounces ingest --dir "$DEMO/bounces" >"$LOGS/bounces-ingest.log"
+  automail bounces list --limit 3
 fi
 
 if dag_exists automail_campaigns && has campaigns; then

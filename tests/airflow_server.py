@@ -1,5 +1,7 @@
 """A real `airflow api-server` for UI tests: temp AIRFLOW_HOME, SQLite metadata DB,
-simple auth manager with fixed users/passwords, this repo's plugins folder."""
+simple auth manager with fixed users/passwords, this repo's plugins folder and (with
+`with_dags`) this repo's DAGs serialized into the metadata DB, as a dag-processor
+would, so the screen can read `automail_send`'s paused state and next run."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from automail.smtp_sink import free_port
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 USERS = {"admin": ("admin", "admin-test-pw"), "viewer": ("viewer", "viewer-test-pw")}
+DAGS = REPO / "dags"
 
 
 @dataclass
@@ -28,6 +31,15 @@ class AirflowServer:
     base_url: str
     home: Path
     log: Path
+    env: dict[str, str]
+
+    def airflow(self, *args: str) -> str:
+        """Run an `airflow` CLI command against this server's metadata DB."""
+        airflow = shutil.which("airflow", path=self.env["PATH"]) or "airflow"
+        done = subprocess.run(
+            [airflow, *args], env=self.env, check=True, capture_output=True, text=True, timeout=300
+        )
+        return done.stdout
 
     def token(self, user: str) -> str:
         _, password = USERS[user]
@@ -38,7 +50,9 @@ class AirflowServer:
         return r.json()["access_token"]
 
 
-def _env(home: Path, port: int, store_url: str, smtp_port: int) -> dict[str, str]:
+def _env(
+    home: Path, port: int, store_url: str, smtp_port: int, with_dags: bool = False
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
         PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
@@ -51,7 +65,8 @@ def _env(home: Path, port: int, store_url: str, smtp_port: int) -> dict[str, str
         ),
         AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE=str(home / "passwords.json"),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__DAGS_FOLDER=str(DAGS if with_dags else home / "dags"),
+        AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
         AIRFLOW__CORE__PLUGINS_FOLDER=str(REPO / "plugins"),
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
         AIRFLOW__API__BASE_URL=f"http://127.0.0.1:{port}",
@@ -74,15 +89,21 @@ def _env(home: Path, port: int, store_url: str, smtp_port: int) -> dict[str, str
 
 
 @contextmanager
-def running_airflow(home: Path, store_url: str, smtp_port: int) -> Iterator[AirflowServer]:
+def running_airflow(
+    home: Path, store_url: str, smtp_port: int, *, with_dags: bool = False
+) -> Iterator[AirflowServer]:
     (home / "dags").mkdir(parents=True, exist_ok=True)
     (home / "passwords.json").write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
     port = free_port()
-    env = _env(home, port, store_url, smtp_port)
+    env = _env(home, port, store_url, smtp_port, with_dags)
     airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
     subprocess.run(
         [airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180
     )
+    if with_dags:  # the DAG rows (paused, next run) a dag-processor would write
+        subprocess.run(
+            [airflow, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=300
+        )
     log = home / "api-server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -92,7 +113,7 @@ def running_airflow(home: Path, store_url: str, smtp_port: int) -> Iterator[Airf
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = AirflowServer(f"http://127.0.0.1:{port}", home, log)
+    server = AirflowServer(f"http://127.0.0.1:{port}", home, log, env)
     try:
         deadline = time.monotonic() + 120
         while True:

@@ -68,10 +68,17 @@ def dsn(
     status: str = "5.1.1",
     diagnostic: str = "550 5.1.1 <{r}>: Recipient address rejected: User unknown",
     action: str = "failed",
-    to: str = "bounce@tea.example.jp",
+    to: str | None = None,
 ) -> bytes:
-    """An RFC 3464 report as Postfix writes it, returning the original's headers."""
-    headers = original.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace").replace("\r\n", "\n")
+    """An RFC 3464 report as Postfix writes it, returning the original's headers, sent to
+    the original's envelope sender (the sink's Return-Path) unless `to` is given."""
+    head = original.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    lines = head.split("\r\n")
+    return_path = [
+        x.split(":", 1)[1].strip(" <>") for x in lines if x.lower().startswith("return-path:")
+    ]
+    to = to or (return_path[0] if return_path else "bounce@tea.example.jp")
+    headers = "\n".join(x for x in lines if not x.lower().startswith("return-path:"))
     diag = diagnostic.format(r=recipient)
     return f"""\
 Return-Path: <>

@@ -7,15 +7,20 @@ import csv
 from collections import Counter
 from datetime import UTC, datetime
 
+import pytest
 from bounce_helpers import FIXTURES, bare_bounce, dsn, new_mail, send
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from automail.bounces.ingest import ingest_message, ingest_raw, verp_return_path
+from automail.bounce_links import MailSigner
+from automail.bounces.ingest import ingest_message, ingest_raw
+from automail.cli import main
 from automail.db import session_factory
 from automail.management.detail import get_detail
 from automail.models import Bounce, Customer, Mail, MailEvent
 from automail.sample_data import make_customer, make_shop
+from automail.sending import SmtpConfig, run_send_cycle
+from automail.signing import MissingSecretKey
 from automail.smtp_sink import SmtpSink
 
 SOFT = "452 4.2.2 <{r}>: Mailbox full"
@@ -54,8 +59,13 @@ def test_delayed_hard_bounce_after_sent_flips_result_and_cleans_address(
 ) -> None:
     shop, customer = _setup(session)
     mail_id, data = _sent_mail(engine, session, smtp_sink, shop, customer)
-    # The sender used the shop's error reply-to as envelope sender, so bounces come back.
-    assert smtp_sink.messages[-1].mail_from == "bounce@tea.example.jp"
+    # The envelope sender is the shop's return path, made per mail and signed, so the
+    # bounce comes back to the mailbox and names the mail unforgeably.
+    token = MailSigner().token(shop.id, mail_id)
+    verp = f"bounce+{mail_id}-{token}@tea.example.jp"
+    assert smtp_sink.messages[-1].mail_from == verp
+    assert data.startswith(f"Return-Path: <{verp}>\r\n".encode())
+    assert f"Message-ID: <automail.{mail_id}-{token}.".encode() in data
 
     summary = _ingest(engine, dsn(data, "hanako@example.jp"))
 
@@ -70,7 +80,12 @@ def test_delayed_hard_bounce_after_sent_flips_result_and_cleans_address(
     assert "550" in event.detail and "5.1.1" in event.detail and "userunknown" in event.detail
     assert (event.from_status, event.to_status) == ("sent", "sent")
     row = session.scalars(select(Bounce)).one()
-    assert (row.mail_id, row.matched_by, row.effect) == (mail_id, "x-automail-id", "applied")
+    assert (row.mail_id, row.matched_by, row.trust, row.effect) == (
+        mail_id,
+        "verp",
+        "signed",
+        "applied",
+    )
     assert (row.smtp_code, row.enhanced_code, row.reason) == (550, "5.1.1", "userunknown")
     c = session.get(Customer, customer.id)
     assert c.address_cleaned is True and c.address_valid is True
@@ -190,7 +205,7 @@ def test_unmatched_bounce_is_kept_and_reported(engine: Engine, session: Session)
     assert (summary.ingested, summary.unmatched, summary.matched, summary.hard) == (1, 1, 0, 1)
     _fresh(session)
     row = session.get(Bounce, summary.unmatched_ids[0])
-    assert row.mail_id is None and row.matched_by is None
+    assert row.mail_id is None and row.matched_by is None and row.trust is None
     assert (row.recipient, row.outcome, row.enhanced_code) == (
         "hanako.yamada@mail.example.net",
         "hard",
@@ -200,7 +215,11 @@ def test_unmatched_bounce_is_kept_and_reported(engine: Engine, session: Session)
     assert row.source == "postfix-userunknown.eml"
 
 
-def test_match_by_message_id_and_recipient_fallback(engine: Engine, session: Session) -> None:
+def test_unsigned_links_by_message_id_and_recipient_are_recorded_not_applied(
+    engine: Engine, session: Session
+) -> None:
+    """A Message-ID without our token and the recipient fallback still link a bounce to
+    its mail for the record, but anyone could have written them: nothing changes."""
     shop = make_shop(session)
     hanako = make_customer(session, shop, "hanako.yamada@mail.example.net")
     hikari = make_customer(session, shop, "hikari-0805@au.com")
@@ -228,30 +247,54 @@ def test_match_by_message_id_and_recipient_fallback(engine: Engine, session: Ses
     a = _ingest(engine, (FIXTURES / "postfix-userunknown.eml").read_bytes())
     b = _ingest(engine, (FIXTURES / "au-userunknown-iso2022jp.eml").read_bytes())
 
-    assert (a.matched, b.matched) == (1, 1)
+    assert (a.matched, b.matched, a.untrusted, b.untrusted, a.applied, b.applied) == (
+        1,
+        1,
+        1,
+        1,
+        0,
+        0,
+    )
     _fresh(session)
-    rows = {r.mail_id: r.matched_by for r in session.scalars(select(Bounce))}
-    assert rows == {by_id.id: "message-id", newest.id: "recipient"}
-    assert session.get(Mail, older.id).bounce_outcome is None
-    assert session.get(Customer, hikari.id).address_cleaned is True
+    rows = {r.mail_id: (r.matched_by, r.trust, r.effect) for r in session.scalars(select(Bounce))}
+    assert rows == {
+        by_id.id: ("message-id", "unsigned", "untrusted"),
+        newest.id: ("recipient", "unsigned", "untrusted"),
+    }
+    for mail in (by_id, older, newest):
+        assert session.get(Mail, mail.id).bounce_outcome is None
+    for c in (hanako, hikari):
+        c = session.get(Customer, c.id)
+        assert (c.address_cleaned, c.consecutive_failures) == (False, 0)
+    shown = get_detail(session, newest.id).bounces
+    assert [b.effect_text for b in shown] == ["recorded, not applied: unsigned"]
 
 
-def test_match_by_verp_return_path(engine: Engine, session: Session) -> None:
+def test_match_by_signed_verp_return_path(engine: Engine, session: Session) -> None:
+    """A headerless bounce tells its mail only by the address it came back to: the
+    signed return path applies, the old unsigned `+automail-<id>` form is only recorded."""
     shop, customer = _setup(session)
     mail = new_mail(session, shop, customer.email, customer.id, status="sent")
     mail.sent_at = datetime.now(UTC)
     other = new_mail(session, shop, customer.email, customer.id, status="sent")
     other.sent_at = datetime.now(UTC)  # newer: the recipient fallback would pick this one
     session.commit()
-    envelope = verp_return_path("bounce@tea.example.jp", mail.id)
-    assert envelope == f"bounce+automail-{mail.id}@tea.example.jp"
+    signer = MailSigner()
+    envelope = signer.return_path("bounce@tea.example.jp", shop.id, mail.id)
+    assert envelope == f"bounce+{mail.id}-{signer.token(shop.id, mail.id)}@tea.example.jp"
 
-    _ingest(engine, bare_bounce(customer.email, envelope))
+    unsigned = _ingest(engine, bare_bounce(customer.email, f"bounce+automail-{other.id}@x.jp"))
+    applied = _ingest(engine, bare_bounce(customer.email, envelope.upper()))  # case-proof
 
+    assert (unsigned.untrusted, unsigned.applied, applied.applied) == (1, 0, 1)
     _fresh(session)
-    row = session.scalars(select(Bounce)).one()
-    assert (row.mail_id, row.matched_by, row.effect) == (mail.id, "verp", "applied")
+    rows = {r.mail_id: (r.matched_by, r.trust, r.effect) for r in session.scalars(select(Bounce))}
+    assert rows == {
+        other.id: ("verp", "unsigned", "untrusted"),
+        mail.id: ("verp", "signed", "applied"),
+    }
     assert session.get(Mail, other.id).bounce_outcome is None
+    assert session.get(Mail, mail.id).bounce_outcome == "hard"
 
 
 def test_bounce_of_a_bcc_recipient_changes_nothing(
@@ -283,14 +326,16 @@ def test_bounce_for_a_mail_that_failed_at_once_is_recorded_not_counted_twice(
     _fresh(session)
     assert session.get(Mail, mail.id).status == "error"
     assert session.get(Customer, customer.id).consecutive_failures == 1
+    message_id = session.get(Mail, mail.id).message_id  # set by the sender, signed
     headers = (
-        f"From: {shop.from_address}\r\nTo: {customer.email}\r\nX-Automail-Id: {mail.id}\r\n\r\n"
+        f"From: {shop.from_address}\r\nTo: {customer.email}\r\nMessage-ID: {message_id}\r\n\r\n"
     ).encode()
 
     _ingest(engine, dsn(headers, customer.email))
 
     _fresh(session)
-    assert session.scalars(select(Bounce.effect)).one() == "recorded"
+    row = session.scalars(select(Bounce)).one()
+    assert (row.matched_by, row.trust, row.effect) == ("message-id", "signed", "recorded")
     assert session.get(Mail, mail.id).status == "error"
     assert session.get(Customer, customer.id).consecutive_failures == 1
 
@@ -357,3 +402,72 @@ def test_the_whole_fixture_corpus_is_recorded_once_per_recipient(
     assert {(r.source, r.recipient, r.outcome) for r in rows} == {
         (row["file"], row["recipient"], row["outcome"]) for row in expected
     }
+
+
+def test_issue12_forged_bounces_change_nothing_and_are_listed_as_not_applied(
+    engine: Engine,
+    session: Session,
+    smtp_sink: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 12 item 1 as filed: X-Automail-Id with no recipient, a Message-ID of any
+    domain, a DSN naming only the victim. Each is recorded and shown, none applies; the
+    real bounce, to the mail's signed return path, still does."""
+    shop, customer = _setup(session)
+    mail_id, data = _sent_mail(engine, session, smtp_sink, shop, customer)
+    forged = [
+        f"From: MAILER-DAEMON@evil.example\r\nTo: {shop.return_path}\r\n"
+        "Subject: Undelivered Mail\r\n\r\n"
+        f"550 5.1.1 user unknown\r\n\r\nX-Automail-Id: {mail_id}\r\n".encode(),
+        dsn(
+            f"Message-ID: <automail.{mail_id}.x@evil.example>\r\n\r\n".encode(),
+            customer.email,
+            to=shop.return_path,
+        ),
+        dsn(b"", customer.email, to=shop.return_path),
+    ]
+    for raw in forged:
+        summary = _ingest(engine, raw, "forged")
+        assert (summary.ingested, summary.applied) == (1, 0)
+
+    _fresh(session)
+    c = session.get(Customer, customer.id)
+    assert (c.address_cleaned, c.address_valid, c.consecutive_failures) == (False, True, 0)
+    assert session.get(Mail, mail_id).bounce_outcome is None
+    rows = session.scalars(select(Bounce).order_by(Bounce.id)).all()
+    assert [(r.mail_id, r.trust, r.effect) for r in rows] == [
+        (mail_id, "unsigned", "untrusted"),
+        (mail_id, "unsigned", "untrusted"),
+        (mail_id, "unsigned", "untrusted"),
+    ]
+    assert [r.matched_by for r in rows] == ["x-automail-id", "message-id", "recipient"]
+    session.commit()
+    assert main(["bounces", "list", "--mail", str(mail_id)]) == 0
+    listed = capsys.readouterr().out
+    assert listed.count("recorded, not applied: unsigned") == 3
+    assert main(["mails", "show", str(mail_id)]) == 0
+    assert "unsigned: recorded, not applied: unsigned" in capsys.readouterr().out
+
+    real = _ingest(engine, dsn(data, customer.email))  # to the Return-Path the sink recorded
+
+    assert real.applied == 1
+    _fresh(session)
+    assert session.get(Customer, customer.id).address_cleaned is True
+
+
+def test_sending_without_a_signing_key_claims_and_sends_nothing(
+    engine: Engine, session: Session, smtp_sink: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shop, customer = _setup(session)
+    mail = new_mail(session, shop, customer.email, customer.id)
+    session.commit()
+    monkeypatch.delenv("AUTOMAIL_SECRET_KEY")
+
+    with pytest.raises(MissingSecretKey, match="AUTOMAIL_SECRET_KEY"):
+        send(engine, smtp_sink, mail.id)
+    with pytest.raises(MissingSecretKey, match="AUTOMAIL_SECRET_KEY"):
+        run_send_cycle(session_factory(engine), SmtpConfig(port=smtp_sink.port), "no-key")
+
+    _fresh(session)
+    m = session.get(Mail, mail.id)
+    assert (m.status, m.claimed_by, m.message_id, smtp_sink.messages) == ("unsent", None, None, [])

@@ -77,10 +77,10 @@ def test_a_message_that_cannot_be_recorded_stays_in_the_mailbox(
     _fill(box, SOME[:2])
     real = ingest.ingest_message
 
-    def flaky(session, raw, source=None, now=None):  # noqa: ANN001, ANN202
+    def flaky(session, raw, source=None, now=None, signer=None):  # noqa: ANN001, ANN202
         if source and source.endswith("vacation-en.eml"):
             raise RuntimeError("store went away")
-        return real(session, raw, source, now)
+        return real(session, raw, source, now, signer)
 
     monkeypatch.setattr(ingest, "ingest_message", flaky)
     summary = ingest_mailbox(session_factory(engine), FolderSource(box))

@@ -11,9 +11,9 @@ from __future__ import annotations
 import csv
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +21,7 @@ from automail.bounces import BounceRecipient, ParsedBounce, classify_smtp, parse
 from automail.bounces import parser as bounce_parser
 from automail.bounces.rules import RULES
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpora" / "bounces"
+CORPUS = SHARED / "corpora" / "bounces"
 GROUPS = ("lhost", "rhost", "rfc3464", "rfc3834", "arf")
 # Thresholds the parser honestly reaches today (see the printed table); raise, never lower.
 MIN_ACCURACY = {
@@ -34,10 +34,7 @@ MIN_ACCURACY = {
 }
 STATUS_RE = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}$")
 
-needs_corpus = pytest.mark.skipif(
-    not (CORPUS / "bounces.csv").is_file(),
-    reason=f"bounce corpus not found at {CORPUS} (CI checks shared/ out beside the repo)",
-)
+needs_corpus = pytest.mark.usefixtures("bounce_corpus")  # skips, or fails under CI=true
 
 
 def file_outcome(parsed: ParsedBounce) -> str:

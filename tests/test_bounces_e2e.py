@@ -12,6 +12,7 @@ from bounce_helpers import dsn, new_mail
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
+from automail.bounce_links import MailSigner
 from automail.bounces.ingest import ingest_mailbox
 from automail.bounces.mailbox import FolderSource
 from automail.campaigns import campaign_audience, create_campaign, tick
@@ -98,10 +99,12 @@ def test_accepted_then_bounced_later_through_the_mailbox(
     session.commit()
     run_send_cycle(sf, cfg, "e2e-accepted")
     captured = smtp_sink.messages[-1]
-    assert captured.mail_from == "bounce@tea.example.jp"  # bounces come back to the mailbox
+    # Bounces come back to the mailbox, at the mail's own signed return path.
+    token = MailSigner().token(shop.id, mail.id)
+    assert captured.mail_from == f"bounce+{mail.id}-{token}@tea.example.jp"
     box = tmp_path / "mailbox"
     box.mkdir()
-    (box / "dsn.eml").write_bytes(dsn(captured.data, "x@example.jp", to=captured.mail_from))
+    (box / "dsn.eml").write_bytes(dsn(captured.data, "x@example.jp"))  # to its Return-Path
 
     summary = ingest_mailbox(sf, FolderSource(box))
 

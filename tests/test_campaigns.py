@@ -290,7 +290,8 @@ def test_audience_csv_lists_who_would_receive_it(session: Session) -> None:
     lines = audience_csv(session, campaign_audience(session, c, "Asia/Tokyo")).splitlines()
     assert (
         lines[0]
-        == "customer_id,name,email,prefecture,purchase_count,last_order_at,signed_up_at,coupon_code"
+        == "\ufeffcustomer_id,name,email,prefecture,purchase_count,last_order_at,signed_up_at,"
+        "coupon_code"
     )
     assert len(lines) == 2 and lines[1].startswith(f"{a.id},佐藤 翔太,a@example.jp,東京都,1,")
 

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from automail import settings
+from automail.bounce_links import MailSigner
 from automail.db import session_factory
 from automail.models import Customer, Mail, MailEvent, SendAttempt
 from automail.sample_data import make_customer, make_shop
@@ -78,13 +79,15 @@ def test_sent_mails_arrive_with_headers_and_body(
     assert (summary.claimed, summary.sent, summary.failed) == (3, 3, 0)
     assert len(smtp_sink.messages) == 3
     first = smtp_sink.messages[0]
-    assert first.mail_from == "bounce@tea.example.jp"
+    token = MailSigner().token(shop.id, ids[0])  # ties a bounce to this mail unforgeably
+    assert first.mail_from == f"bounce+{ids[0]}-{token}@tea.example.jp"
+    assert first.data.startswith(f"Return-Path: <{first.mail_from}>\r\n".encode())
     assert first.rcpt_tos == ["user0@example.jp", "archive@tea.example.jp"]
     msg = first.message
     assert msg["Subject"] == "【お茶の山田園】ご注文ありがとうございます"
     assert b"=?utf-8?" in first.data.split(b"\r\n\r\n")[0]
     assert msg["X-Automail-Id"] == str(ids[0])
-    assert msg["Message-ID"] == f"<automail.{ids[0]}.tea@tea.example.jp>"
+    assert msg["Message-ID"] == f"<automail.{ids[0]}-{token}.tea@tea.example.jp>"
     assert msg["Bcc"] is None
     assert msg.get_content_charset() == "utf-8"
     assert "ご注文を承りました。" in msg.get_content()
@@ -398,7 +401,9 @@ def test_send_now_sends_manual_mails_and_resends_with_a_new_attempt(
     assert "cannot send a mail whose status is 'deleted'" in first.not_claimed[deleted]
     assert [a.outcome for a in _attempts(session, manual)] == ["accepted", "accepted"]
     ids = [m.message["Message-ID"] for m in smtp_sink.messages]
-    assert ids[0] != ids[1] and ids[1].startswith(f"<automail.{manual}.tea.r1@")
+    token = MailSigner().token(shop.id, manual)
+    assert ids[0] != ids[1] and ids[1].startswith(f"<automail.{manual}-{token}.tea.r1@")
+    assert smtp_sink.messages[1].mail_from == "shop@tea.example.jp"  # no return path: From
     events = session.scalars(select(MailEvent).where(MailEvent.mail_id == manual)).all()
     assert [(e.event, e.to_status, e.actor) for e in events] == [
         ("sent", "sent", "staff@shop"),

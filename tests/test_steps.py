@@ -96,11 +96,12 @@ def test_first_order_start_filter_and_unsubscribe(session: Session) -> None:
     )
     add_step(session, seq.id, offset="2d", subject="ご購入ありがとうございました", body_text="x")
     add_step(session, seq.id, offset="7d", subject="レビューのお願い", body_text="y")
-    buyer = make_customer(session, shop, "buyer@example.jp")
-    mover = make_customer(session, shop, "mover@example.jp")
-    leaver = make_customer(session, shop, "leaver@example.jp")
-    old_buyer = make_customer(session, shop, "old@example.jp")
-    make_customer(session, shop, "nobuy@example.jp")
+    before = {"signed_up_at": T0 - timedelta(days=10)}  # customers who existed before buying
+    buyer = make_customer(session, shop, "buyer@example.jp", **before)
+    mover = make_customer(session, shop, "mover@example.jp", **before)
+    leaver = make_customer(session, shop, "leaver@example.jp", **before)
+    old_buyer = make_customer(session, shop, "old@example.jp", **before)
+    make_customer(session, shop, "nobuy@example.jp", **before)
     make_order(session, old_buyer, T0 - timedelta(days=1), number="O0")  # before the sequence
     make_order(session, old_buyer, T0 + timedelta(hours=1), number="O0b")  # not a first order
     for c in (buyer, mover, leaver):

@@ -138,8 +138,16 @@ def test_form_action_needs_csrf_token_and_same_origin(client, session):
     assert cross.status_code == 403
     fresh(session)
     assert session.get(Mail, m.id).status == "unsent"
+    ask = client.post("/actions", data=good, headers={"origin": f"http://{HOST}"})
+    assert ask.status_code == 200 and 'id="confirm-yes"' in ask.text  # in-page confirmation
+    assert "Yes, delete 1 mail(s)" in ask.text
+    fresh(session)
+    assert session.get(Mail, m.id).status == "unsent"
     r = client.post(
-        "/actions", data=good, headers={"origin": f"http://{HOST}"}, follow_redirects=False
+        "/actions",
+        data={**good, "confirmed": "1"},
+        headers={"origin": f"http://{HOST}"},
+        follow_redirects=False,
     )
     assert r.status_code == 303, r.text
     assert "done=" in r.headers["location"], r.headers["location"]
@@ -204,3 +212,169 @@ def test_export_and_history_routes(client, session):
     assert r.status_code == 200 and "csv@example.jp" in r.content.decode("utf-8-sig")
     assert client.get("/history").status_code == 200
     assert client.get("/api/history", params={"shop": "nope"}).status_code == 400
+
+
+TEMPLATES = PLUGINS / "automail_ui" / "templates"
+
+
+def test_no_browser_dialogs_anywhere():
+    """Airflow's plugin iframe has no allow-modals: confirm()/alert()/prompt() do nothing."""
+    for path in TEMPLATES.glob("*.html"):
+        text = path.read_text()
+        for call in ("confirm(", "alert(", "prompt("):
+            assert call not in text, f"{path.name} calls {call}"
+
+
+def test_sending_is_confirmed_with_the_sending_state(client, session):
+    from automail import settings
+
+    m = mail(session, shop(session))
+    settings.put(session, "mail_server_stopped", True)
+    session.commit()
+    name = login("user", "reviewer3")
+    form = {"row": f"send:{m.id}", "next": "/", "csrf_token": csrf.make_token(name)}
+    ask = client.post("/actions", data=form)
+    assert ask.status_code == 200 and "Send 1 mail(s) now?" in ask.text
+    assert "The mail server is stopped" in ask.text and 'id="confirm-state"' in ask.text
+    assert 'id="confirm-yes"\n      disabled' in ask.text or "disabled>" in ask.text
+    fresh(session)
+    assert session.get(Mail, m.id).status == "unsent" and not session.query(StaffAction).count()
+
+
+def test_viewer_sees_disabled_buttons_with_the_reason(client, session):
+    m = mail(session, shop(session))
+    session.commit()
+    login("viewer")
+    page = client.get("/").text
+    assert "can read but not act" in page
+    for button in ("bulk-send", "bulk-delete", "delete-all-matching"):
+        tag = page[page.index(f'id="{button}"') :].split(">", 1)[0]
+        assert "disabled" in tag and "needs role user or above" in tag, tag
+    assert 'class="row-copy"' not in page and "row-copy-off" in page
+    switch = page[page.index('id="server-switch-btn"') :].split(">", 1)[0]
+    assert "disabled" in switch and "needs role op or above" in switch
+    detail = client.get(f"/mails/{m.id}").text
+    assert 'id="copy-link"' not in detail
+    assert "disabled" in detail[detail.index('id="act-delete"') :].split(">", 1)[0]
+
+
+def test_ops_switch_the_mail_server_from_the_screen_audited(client, session):
+    from automail import settings
+
+    session.commit()
+    user = login("user", "reviewer4")
+    form = {"stopped": "1", "next": "/", "csrf_token": csrf.make_token(user)}
+    assert client.post("/sending/server", data=form).status_code == 403
+    op = login("op", "ops1")
+    form["csrf_token"] = csrf.make_token(op)
+    r = client.post("/sending/server", data=form, follow_redirects=False)
+    assert r.status_code == 303
+    fresh(session)
+    assert settings.get(session, "mail_server_stopped") is True
+    audit = session.query(StaffAction).one()
+    assert (audit.actor, audit.action) == ("ops1", "mail_server_stopped")
+    assert audit.detail["from"] is False and audit.detail["to"] is True
+    page = client.get(r.headers["location"].replace("http://testserver", "")).text
+    assert 'data-stopped="true"' in page and "mail_server_stopped is now true" in page
+    assert client.get("/api/sending").json()["mail_server_stopped"] is True
+    bad = client.post("/sending/server", data={**form, "stopped": "yes"}, follow_redirects=False)
+    assert "error=" in bad.headers["location"]
+
+
+def test_copy_and_send_while_stopped_says_the_copy_was_saved(client, session):
+    from automail import settings
+
+    m = mail(session, shop(session), status="sent")
+    settings.put(session, "mail_server_stopped", True)
+    session.commit()
+    name = login("user", "reviewer5")
+    form = {"to": "new@example.jp", "send": "1", "csrf_token": csrf.make_token(name)}
+    r = client.post(f"/mails/{m.id}/copy", data=form, follow_redirects=False)
+    fresh(session)
+    copy = session.query(Mail).filter(Mail.copied_from_id == m.id).one()
+    assert r.headers["location"].startswith(f"/mails/{copy.id}?")
+    page = client.get(r.headers["location"].replace("http://testserver", "")).text
+    assert f"the copy was saved as mail {copy.id}" in page and "nothing was sent" in page
+    api = client.post(f"/api/mails/{m.id}/copy", json={"to": "b@example.jp", "send": True})
+    assert api.status_code == 409 and "saved as mail" in api.json()["detail"]["errors"][0]
+
+
+def test_rows_show_subject_customer_order_number_and_zone(client, session):
+    from datetime import UTC, datetime
+
+    from automail.models import Customer, Order
+
+    tea = shop(session)
+    c = Customer(
+        shop_id=tea.id,
+        name="山田 花子",
+        email="hanako@example.jp",
+        signed_up_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    session.add(c)
+    session.flush()
+    o = Order(
+        shop_id=tea.id,
+        customer_id=c.id,
+        order_number="RICE-001325",
+        ordered_at=datetime(2026, 1, 2, tzinfo=UTC),
+    )
+    session.add(o)
+    session.flush()
+    m = mail(session, tea, subject="ご注文ありがとうございます")
+    m.customer_id, m.order_id = c.id, o.id
+    session.commit()
+    login("viewer")
+    page = client.get("/").text
+    assert "RICE-001325" in page and "山田 花子" in page and "ご注文ありがとうございます" in page
+    assert f">{o.id}<" not in page.split('class="row-order"')[1][:40]
+    assert "JST (UTC+09:00)" in page
+    detail = client.get(f"/mails/{m.id}").text
+    assert 'id="order-number">RICE-001325<' in detail and "JST" in detail
+
+
+def test_one_language_at_a_time(client, session):
+    mail(session, shop(session))
+    session.commit()
+    login("user")
+    en = client.get("/", headers={"accept-language": "en-US,en"}).text
+    ja = client.get("/", cookies={"automail_lang": "ja"}).text
+    assert "Delete selected" in en and "選択したメールを削除" not in en
+    assert "選択したメールを削除" in ja and "Delete selected" not in ja
+    assert '<html lang="ja">' in ja and '<html lang="en">' in en
+    assert "一括配信" in client.get("/", headers={"accept-language": "ja,en"}).text
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_store_work_never_blocks_the_event_loop(client, session, store_url):
+    """Issue 12 item 14: an action stuck on the store (here: waiting for SQLite's write
+    lock, as it would for a slow relay) must not freeze the API server; a read answers
+    meanwhile. Were the handler running on the event loop, the read would wait for it."""
+    import sqlite3
+    import threading
+
+    m = mail(session, shop(session))
+    session.commit()
+    login("user")
+    holder = sqlite3.connect(store_url.removeprefix("sqlite:///"), check_same_thread=False)
+    holder.isolation_level = None
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("UPDATE settings SET key = key WHERE 1 = 0")
+    outcome: dict[str, int] = {}
+
+    def act() -> None:
+        r = client.post("/api/actions", json={"action": "cancel", "ids": [m.id]})
+        outcome["status"] = r.status_code
+
+    worker = threading.Thread(target=act)
+    worker.start()
+    try:
+        read = client.get("/api/mails")  # answered while the action still waits
+        assert read.status_code == 200 and worker.is_alive()
+    finally:
+        holder.execute("COMMIT")
+        holder.close()
+    worker.join(60)
+    assert outcome == {"status": 200}
+    fresh(session)
+    assert session.get(Mail, m.id).status == "cancelled"

@@ -122,3 +122,89 @@ def test_plugin_mounts_the_app_without_login() -> None:
     assert entry["url_prefix"] == "/automail-public"
     routes = {(r.path, m) for r in entry["app"].routes for m in getattr(r, "methods", ())}
     assert {("/unsubscribe", "GET"), ("/unsubscribe", "POST")} <= routes
+
+
+# Issue 13 item 3: an opt-out is never lost, also while another writer holds SQLite.
+
+
+def _hold_write_lock(store_url: str):  # noqa: ANN202
+    """A second connection holding SQLite's write lock (as a creation run or backfill does)."""
+    import sqlite3
+
+    path = store_url.removeprefix("sqlite:///")
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE settings SET key = key WHERE 1 = 0")
+    return conn
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_unsubscribe_waits_for_a_writer_then_applies(session, engine, store_url) -> None:  # noqa: ANN001
+    import threading
+
+    shop = make_shop(session)
+    cust = make_customer(session, shop, "wait@example.jp")
+    session.commit()
+    lock = _hold_write_lock(store_url)
+    threading.Timer(0.5, lock.commit).start()  # the other writer finishes within the wait
+    client = TestClient(create_app(session_factory(engine), lock_wait_ms=30_000))
+    r = client.post("/unsubscribe", data={"t": make_token(shop.id, cust.id)})
+    assert r.status_code == 200 and "停止しました" in r.text
+    assert _fresh(session, cust).marketing_opt_in is False
+    lock.close()
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_unsubscribe_under_a_held_lock_is_spooled_and_applied_by_the_next_run(
+    session, engine, store_url, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from automail.campaigns import tick, unsubscribe_spool
+
+    spool = tmp_path / "spool" / "unsubscribe.jsonl"
+    monkeypatch.setenv(unsubscribe_spool.ENV_PATH, str(spool))
+    shop = make_shop(session)
+    cust = make_customer(session, shop, "locked@example.jp")
+    session.commit()
+    lock = _hold_write_lock(store_url)
+    try:
+        client = TestClient(create_app(session_factory(engine), lock_wait_ms=200))
+        r = client.post("/unsubscribe", data={"t": make_token(shop.id, cust.id)})
+    finally:
+        lock.rollback()
+        lock.close()
+    assert r.status_code == 202 and "受け付けました" in r.text  # told: received, applied soon
+    assert unsubscribe_spool.pending_count(spool) == 1
+    assert _fresh(session, cust).marketing_opt_in is True  # not yet: the store was locked
+    with session_factory(engine).begin() as s:
+        tick(s)  # the next newsletter run
+    cust = _fresh(session, cust)
+    assert cust.marketing_opt_in is False and cust.unsubscribed_at is not None
+    assert unsubscribe_spool.pending_count(spool) == 0 and not list(spool.parent.iterdir())
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_unsubscribe_that_cannot_be_kept_says_so(
+    session, engine, store_url, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    from automail.campaigns import unsubscribe_spool
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(unsubscribe_spool.ENV_PATH, str(blocker / "spool.jsonl"))  # cannot exist
+    shop = make_shop(session)
+    cust = make_customer(session, shop, "lost@example.jp")
+    session.commit()
+    lock = _hold_write_lock(store_url)
+    try:
+        client = TestClient(create_app(session_factory(engine), lock_wait_ms=200))
+        r = client.post("/unsubscribe", data={"t": make_token(shop.id, cust.id)})
+    finally:
+        lock.rollback()
+        lock.close()
+    assert r.status_code == 503 and "もう一度お試しください" in r.text
+
+
+def test_non_ascii_token_is_a_clear_400(client: TestClient) -> None:
+    for token in ("v1.2.23.é", "v1.２.23.abc", "v1.2.23.abc\u2028"):
+        assert client.get("/unsubscribe", params={"t": token}).status_code == 400
+        assert client.post("/unsubscribe", data={"t": token}).status_code == 400

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -12,6 +14,21 @@ from alembic.script import ScriptDirectory
 from automail.db import make_engine, resolve_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def include_object_for(dialect: str) -> Callable[..., bool]:
+    """alembic's include_object for a store of `dialect`: a model index declared for
+    another dialect only (`Index(...).ddl_if(dialect=...)`) is not expected there."""
+
+    def include_object(
+        obj: Any, _name: str | None, type_: str, reflected: bool, _compare_to: Any
+    ) -> bool:
+        ddl_if = getattr(obj, "_ddl_if", None)
+        if type_ == "index" and not reflected and ddl_if is not None and ddl_if.dialect:
+            return bool(ddl_if.dialect == dialect)
+        return True
+
+    return include_object
 
 
 def alembic_config(url: str | None = None) -> Config:

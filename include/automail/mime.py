@@ -17,8 +17,9 @@
   JIS X 0208, 7bit) for recipients that still need it. Text the charset cannot carry
   (①, ㈱, 髙, emoji, half-width kana) raises MailBuildError naming the field and the
   characters: never a `?`.
-- A stable Message-ID derived from the mail id plus `X-Automail-Id` let bounces and
-  the sink match a message to its mail, and let a retry be recognised as the same mail.
+- A stable Message-ID derived from the mail id plus `X-Automail-Id` let the sink match
+  a message to its mail, and let a retry be recognised as the same mail; only the
+  Message-ID's signed token (automail.bounce_links) lets a bounce change anything.
 """
 
 from __future__ import annotations
@@ -176,10 +177,16 @@ def _wire(field: str, value: str, address: str) -> str:
 
 
 def message_id_for(
-    mail_id: int, from_address: str, shop_code: str | None = None, resend: int = 0
+    mail_id: int,
+    from_address: str,
+    shop_code: str | None = None,
+    resend: int = 0,
+    token: str | None = None,
 ) -> str:
-    """`<automail.{mail_id}[.{shop}][.r{n}]@{from domain}>`: stable across retries."""
-    parts = ["automail", str(mail_id)]
+    """`<automail.{mail_id}[-{token}][.{shop}][.r{n}]@{from domain}>`: stable across
+    retries. The sender passes the mail's signed token (automail.bounce_links), which is
+    what lets a bounce quoting this Message-ID change anything."""
+    parts = ["automail", f"{mail_id}-{token}" if token else str(mail_id)]
     if shop_code:
         parts.append("".join(c for c in shop_code if c.isalnum() or c in "-_"))
     if resend:
@@ -273,7 +280,7 @@ def build_message(
     """The message `render_bytes` writes, parsed back (for inspection: the UI, tests);
     raises MailBuildError on any unsafe field. `as_bytes` gives its bytes back as written:
     one writer of headers, so no second path can treat caller text differently."""
-    return message_from_bytes(render_bytes(mail, shop, now), policy=SMTP_POLICY)  # type: ignore[return-value]
+    return message_from_bytes(render_bytes(mail, shop, now), policy=SMTP_POLICY)
 
 
 def as_bytes(msg: EmailMessage) -> bytes:

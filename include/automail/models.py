@@ -10,6 +10,7 @@ The schema itself is created by alembic migrations (automail/migrations), never 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
     false,
@@ -89,6 +91,7 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
+    __table__: ClassVar[Table]  # every model here is one plain table (typing: .insert())
 
 
 DEFAULT_RELAY = "automail_smtp"  # the Airflow connection of shops that name no relay
@@ -104,7 +107,7 @@ class Shop(Base):
     name: Mapped[str] = mapped_column(String(200))
     from_address: Mapped[str] = mapped_column(String(320))
     from_name: Mapped[str | None] = mapped_column(String(200))
-    reply_to: Mapped[str] = mapped_column(String(1000))  # comma list (seed 002, 0008)
+    reply_to: Mapped[str] = mapped_column(String(1000))  # comma list (seed 002, 0012)
     bcc: Mapped[str | None] = mapped_column(Text)  # comma-separated addresses
     return_path: Mapped[str | None] = mapped_column(String(320))  # envelope sender, bounces
     admin_address: Mapped[str] = mapped_column(String(320))
@@ -120,7 +123,7 @@ class Shop(Base):
     # marketplace whose relay rules apply (seed 003: "rakuten" forbids mask addresses).
     smtp_conn_id: Mapped[str | None] = mapped_column(String(250))
     marketplace: Mapped[str | None] = mapped_column(String(32))
-    # 0008 (seed 002 deliverability): Cc list (header + envelope, applied at send time),
+    # 0012 (seed 002 deliverability): Cc list (header + envelope, applied at send time),
     # the mail's charset (automail.charset) and the Airflow connection of its DKIM key.
     cc: Mapped[str | None] = mapped_column(Text)
     charset: Mapped[str] = mapped_column(String(16), default="utf-8", server_default="utf-8")
@@ -163,6 +166,8 @@ class Customer(Base):
     address_reason: Mapped[str | None] = mapped_column(Text)
     consecutive_failures: Mapped[int] = mapped_column(Integer, default=0)
     coupon_code: Mapped[str | None] = mapped_column(String(64))
+    # 0007 (import): the shop system's customer id, or the lower-cased email (see imports).
+    source_id: Mapped[str | None] = mapped_column(String(320))
 
 
 class Order(Base):
@@ -209,6 +214,9 @@ class Shipment(Base):
     carrier: Mapped[str] = mapped_column(String(64))
     tracking_number: Mapped[str | None] = mapped_column(String(64))
     confirmed_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    # 0007 (import): the shop system's shipment id (default: its order number).
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id"))
+    source_id: Mapped[str | None] = mapped_column(String(100))
 
 
 class ShopMailKind(Base):
@@ -306,7 +314,7 @@ class Mail(Base):
     to_address: Mapped[str] = mapped_column(String(320))
     from_address: Mapped[str] = mapped_column(String(320))
     from_name: Mapped[str | None] = mapped_column(String(200))
-    reply_to: Mapped[str | None] = mapped_column(String(1000))  # comma list (0008)
+    reply_to: Mapped[str | None] = mapped_column(String(1000))  # comma list (0012)
     bcc: Mapped[str | None] = mapped_column(Text)
     return_path: Mapped[str | None] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text, default="")
@@ -357,6 +365,17 @@ Index(
     postgresql_where=text("NOT search_indexed"),
     sqlite_where=text("NOT search_indexed"),
 )
+# Body search on PostgreSQL: trigram GIN indexes over indexed mails (pg_trgm, made by
+# 0003). Declared so alembic's compare sees them; PostgreSQL-only DDL (ddl_if), which
+# migrate.include_object_for honours when comparing a SQLite store.
+for _column in (Mail.body_text, Mail.body_html):
+    Index(
+        f"ix_mails_{_column.key}_trgm",
+        _column,
+        postgresql_using="gin",
+        postgresql_ops={_column.key: "gin_trgm_ops"},
+        postgresql_where=text("search_indexed"),
+    ).ddl_if(dialect="postgresql")
 
 
 class SendAttempt(Base):
@@ -456,6 +475,10 @@ class Campaign(Base):
     content_hash: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
     status_changed_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # 0007 (tracking): opens/clicks, off by default (automail.tracking).
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_text_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 Index("ix_campaigns_content_hash", Campaign.content_hash)
@@ -503,6 +526,13 @@ class StepSequence(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
     # 0004: start events before this are ignored (no mass mail to old customers).
     starts_from: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    # 0007 (tracking): opens/clicks of its mails; start on a click of this tracked link;
+    # allow_restart: one start per event instead of one per customer (seed 002 送信済も含める).
+    track_opens: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_clicks: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    track_text_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    start_link_id: Mapped[int | None] = mapped_column(Integer)
+    allow_restart: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     steps: Mapped[list[StepSequenceStep]] = relationship(order_by="StepSequenceStep.position")
 
@@ -539,9 +569,12 @@ class Bounce(Base):
     mail_id: Mapped[int | None] = mapped_column(ForeignKey("mails.id"))
     # 0005: x-automail-id | message-id | verp | recipient (last resort) | NULL (unmatched)
     matched_by: Mapped[str | None] = mapped_column(String(16))
-    # 0005: applied | recorded | ignored | other_recipient (see automail.bounces.ingest)
+    # 0005: applied | recorded | ignored | other_recipient (see automail.bounces.ingest);
+    # 0007: untrusted | no_recipient (recorded, not applied)
     effect: Mapped[str | None] = mapped_column(String(16))
     original_message_id: Mapped[str | None] = mapped_column(String(255))
+    # 0007: signed | unsigned | bad_signature; NULL: no link, or recorded before 0007
+    trust: Mapped[str | None] = mapped_column(String(16))
 
 
 # 0005 (bounces): a mail's bounces, the newest first, by recipient (addresses show).
@@ -563,6 +596,10 @@ class Setting(Base):
     updated_by: Mapped[str] = mapped_column(String(100), default="system")
 
 
+# Exact queue counts per shop and kind, index-only (migration 0009).
+Index("ix_mails_status_shop_kind", Mail.status, Mail.shop_id, Mail.kind, Mail.created_at, Mail.id)
+
+
 class DomainBackoff(Base):
     """A recipient domain that answered 4xx: its mails wait until `until` (H2 pacing)."""
 
@@ -572,3 +609,123 @@ class DomainBackoff(Base):
     since: Mapped[datetime] = mapped_column(UtcDateTime())
     until: Mapped[datetime] = mapped_column(UtcDateTime())
     reason: Mapped[str] = mapped_column(Text)
+
+
+# 0010 (import): imported rows are upserted by (shop, source id); NULLs never collide,
+# so rows made without a source id (tests, staff) are unaffected.
+Index("uq_customers_source", Customer.shop_id, Customer.source_id, unique=True)
+Index("uq_shipments_source", Shipment.shop_id, Shipment.source_id, unique=True)
+# A customer's orders in time order: purchase_count (A5 stage) at import.
+Index("ix_orders_customer", Order.customer_id, Order.ordered_at, Order.id)
+
+
+class ImportFile(Base):
+    """One import of a file or of a SQL source pull: what, from where, with what result.
+
+    `status` is `running` until the last chunk is committed, then `done` (or `failed`
+    with `error`); a re-drop of a file whose checksum is `done` imports nothing and is
+    recorded as `skipped`, so the next scan of the drop folder does not read it again.
+    """
+
+    __tablename__ = "import_files"
+    __table_args__ = (
+        Index("ix_import_files_checksum", "kind", "checksum"),
+        Index("ix_import_files_source", "source", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id"))
+    kind: Mapped[str] = mapped_column(String(16))  # orders | customers | shipments
+    source: Mapped[str] = mapped_column(String(1000))  # path, URL or sql:<conn id>
+    checksum: Mapped[str | None] = mapped_column(String(64))  # sha256 of the bytes
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    modified_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    mapping: Mapped[str | None] = mapped_column(String(1000))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    error: Mapped[str | None] = mapped_column(Text)
+    rows_read: Mapped[int] = mapped_column(Integer, default=0)
+    inserted: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[int] = mapped_column(Integer, default=0)
+    rejects_path: Mapped[str | None] = mapped_column(String(1000))
+    started_at: Mapped[datetime] = mapped_column(UtcDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+class ImportReject(Base):
+    """A row an import refused: where (file, line, column), what value and why."""
+
+    __tablename__ = "import_rejects"
+    __table_args__ = (Index("ix_import_rejects_file", "import_file_id", "line"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    import_file_id: Mapped[int] = mapped_column(ForeignKey("import_files.id"))
+    line: Mapped[int] = mapped_column(Integer)
+    column: Mapped[str | None] = mapped_column(String(200))
+    value: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str] = mapped_column(Text)
+
+
+class ImportSqlSource(Base):
+    """A shop's SQL source: an Airflow connection and a query, pulled incrementally."""
+
+    __tablename__ = "import_sql_sources"
+    __table_args__ = (UniqueConstraint("shop_id", "kind", "conn_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    conn_id: Mapped[str] = mapped_column(String(250))
+    query: Mapped[str] = mapped_column(Text)
+    watermark_column: Mapped[str] = mapped_column(String(100), default="updated_at")
+    watermark: Mapped[str | None] = mapped_column(String(64))  # ISO value last seen
+    mapping: Mapped[str | None] = mapped_column(String(1000))  # preset name or file
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_pulled_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+
+
+# ---------------------------------------------------------------- 0007 (tracking)
+
+
+class TrackingLink(Base):
+    """A tracked link of one campaign or step, frozen when its mails are created: rows are
+    only ever added, so editing the template later never breaks an old redirect."""
+
+    __tablename__ = "tracking_links"
+    __table_args__ = (
+        UniqueConstraint("scope", "scope_id", "url_hash", name="uq_tracking_links_url"),
+        CheckConstraint("scope IN ('campaign', 'step')", name="scope"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(8))  # campaign | step
+    scope_id: Mapped[int] = mapped_column(Integer)  # campaigns.id | step_sequence_steps.id
+    url: Mapped[str] = mapped_column(Text)
+    url_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
+
+
+class TrackingHit(Base):
+    """One open (link_id NULL) or click: mail, link, time, user agent class — no IP, no
+    raw user agent. `machine` names why a hit is a machine's (NULL = a person's)."""
+
+    __tablename__ = "tracking_hits"
+    __table_args__ = (
+        CheckConstraint("kind IN ('open', 'click')", name="kind"),
+        Index("ix_tracking_hits_scope", "scope", "scope_id", "kind", "at"),
+        Index("ix_tracking_hits_mail", "mail_id", "at"),
+        Index("ix_tracking_hits_link", "link_id", "customer_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    mail_id: Mapped[int] = mapped_column(BigId)
+    scope: Mapped[str] = mapped_column(String(8))
+    scope_id: Mapped[int] = mapped_column(Integer)
+    customer_id: Mapped[int | None] = mapped_column(BigId)
+    link_id: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    at: Mapped[datetime] = mapped_column(UtcDateTime())
+    method: Mapped[str] = mapped_column(String(8), default="GET")
+    ua_class: Mapped[str] = mapped_column(String(16))
+    machine: Mapped[str | None] = mapped_column(String(32))

@@ -1,5 +1,8 @@
 """Sample shop data: the demo's `automail seed-demo` and small builders for tests.
 
+The demo's shops get their customers and orders the way a real shop does: as CSV
+exports (one of them a CP932 Next Engine-style order file) loaded by the import.
+
 Names and addresses are realistic Japanese ones; a few addresses are deliberately
 broken the ways seed 000 lists (dot before @, leading dot, consecutive dots), so the
 address check (B9) has something to catch.
@@ -7,11 +10,14 @@ address check (B9) has something to catch.
 
 from __future__ import annotations
 
+import csv
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from automail.models import Customer, Order, OrderLine, Shipment, Shop
@@ -218,6 +224,104 @@ def make_shipment(
 
 
 DEMO_SHOPS = [("tea", "お茶の山田園"), ("kitchen", "台所道具の田中商店"), ("rice", "米蔵さとう")]
+# The demo's shop with a Next Engine-style export (Shift_JIS/CP932, Japanese headers).
+NEXT_ENGINE_SHOP = "kitchen"
+NE_CARRIERS = {"yamato": "ヤマト運輸", "sagawa": "佐川急便", "japanpost": "日本郵便"}
+CUSTOMER_HEADER = [
+    "customer_id", "customer_email", "customer_name", "customer_prefecture",
+    "customer_address", "signed_up_at", "marketing_opt_in",
+]  # fmt: skip
+ORDER_HEADER = [
+    "order_number", "ordered_at", "customer_id", "customer_email", "customer_name",
+    "subtotal", "shipping_fee", "tax", "total", "payment_method", "sku", "product_name",
+    "quantity", "unit_price", "shipped_at", "carrier", "tracking_number",
+]  # fmt: skip
+NE_ORDER_HEADER = [
+    "受注番号", "受注日", "購入者コード", "購入者メールアドレス", "購入者名", "商品計", "発送代",
+    "税金", "総合計", "支払方法", "商品コード", "商品名", "受注数", "商品単価", "発送日",
+    "発送方法", "配送伝票番号",
+]  # fmt: skip
+JST = ZoneInfo("Asia/Tokyo")
+
+
+def _write(path: Path, header: list[str], rows: list[list], encoding: str = "utf-8") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding=encoding, newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def write_demo_files(
+    folder: Path,
+    customers_per_shop: int = 1000,
+    orders_per_shop: int = 1500,
+    now: datetime | None = None,
+    seed: int = 42,
+) -> dict[str, dict[str, Path]]:
+    """The demo shops' exports as their shop systems would write them, under
+    `folder/<shop>/<kind>/`: UTF-8 CSVs in Automail's own format, and for the
+    Next Engine shop a CP932 order export with Japanese headers (plus its mapping.toml).
+    Orders cover the past 4 months, 85% of the older ones shipped."""
+    rng = random.Random(seed)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    files: dict[str, dict[str, Path]] = {}
+    for code, _name in DEMO_SHOPS:
+        customers = []
+        for i in range(customers_per_shop):
+            f, g = rng.randrange(len(FAMILY)), rng.randrange(len(GIVEN))
+            mobile = rng.random() < 0.2
+            domain = rng.choice(MOBILE_DOMAINS if mobile else PC_DOMAINS)
+            email = f"{GIVEN_ROMAJI[g]}.{FAMILY_ROMAJI[f]}{i}@{domain}"
+            if i % 200 == 7:
+                email = BAD_ADDRESSES[(i // 200) % len(BAD_ADDRESSES)]
+            signed_up = now - timedelta(minutes=rng.randrange(60, 200 * 24 * 60))
+            customers.append([
+                f"{code.upper()}-C{i:05d}", email, f"{FAMILY[f]} {GIVEN[g]}",
+                rng.choice(PREFECTURES), f"{rng.choice(PREFECTURES)}{rng.choice(CITIES)}",
+                signed_up.isoformat(), "true" if rng.random() < 0.8 else "false",
+            ])  # fmt: skip
+        orders = []
+        times = sorted(
+            now - timedelta(minutes=rng.randrange(5, 120 * 24 * 60)) for _ in range(orders_per_shop)
+        )
+        for j, ordered_at in enumerate(times):
+            cust = rng.choice(customers)
+            sku, pname, price = rng.choice(PRODUCTS)
+            qty = rng.randint(1, 3)
+            shipped = ordered_at + timedelta(hours=rng.randint(12, 72))
+            is_shipped = shipped < now and rng.random() < 0.85
+            carrier = rng.choice(CARRIERS)
+            tracking = f"{rng.randrange(10**11, 10**12)}"
+            orders.append((j, ordered_at, cust, sku, pname, price, qty, is_shipped and shipped,
+                           carrier, tracking))  # fmt: skip
+        base = folder / code
+        files[code] = {"customers": base / "customers" / "demo-customers.csv"}
+        _write(files[code]["customers"], CUSTOMER_HEADER, customers)
+        if code == NEXT_ENGINE_SHOP:
+            files[code]["orders"] = base / "orders" / "demo-orders-next-engine.csv"
+            (base / "orders").mkdir(parents=True, exist_ok=True)
+            (base / "orders" / "mapping.toml").write_text(
+                'preset = "next_engine_orders"\n', encoding="utf-8"
+            )
+            _write(files[code]["orders"], NE_ORDER_HEADER, [
+                [f"{code.upper()}-{j:06d}", at.astimezone(JST).strftime("%Y/%m/%d %H:%M:%S"),
+                 c[0], c[1], c[2], price * qty, 550, price * qty // 10,
+                 price * qty * 11 // 10 + 550, "クレジットカード", sku, pname, qty, price,
+                 shipped.astimezone(JST).strftime("%Y/%m/%d %H:%M:%S") if shipped else "",
+                 NE_CARRIERS[carrier] if shipped else "", tracking if shipped else ""]
+                for j, at, c, sku, pname, price, qty, shipped, carrier, tracking in orders
+            ], encoding="cp932")  # fmt: skip
+        else:
+            files[code]["orders"] = base / "orders" / "demo-orders.csv"
+            _write(files[code]["orders"], ORDER_HEADER, [
+                [f"{code.upper()}-{j:06d}", at.isoformat(), c[0], c[1], c[2], price * qty, 550,
+                 price * qty // 10, price * qty * 11 // 10 + 550, "クレジットカード", sku, pname,
+                 qty, price, shipped.isoformat() if shipped else "", carrier if shipped else "",
+                 tracking if shipped else ""]
+                for j, at, c, sku, pname, price, qty, shipped, carrier, tracking in orders
+            ])  # fmt: skip
+    return files
 
 
 def seed_demo(
@@ -226,78 +330,38 @@ def seed_demo(
     orders_per_shop: int = 1500,
     now: datetime | None = None,
     seed: int = 42,
+    folder: Path | None = None,
 ) -> DemoCounts:
-    """Create demo shops, customers, orders (some shipped) over the past 4 months."""
-    rng = random.Random(seed)
-    now = now or datetime.now(UTC)
+    """Create the demo shops, write their exports and load them through the import.
+
+    The files land in the drop location (`folder`, default the `automail_import` DAG's
+    drop root), so the demo walks the path real shop data takes; the import records
+    them, and the DAG does not read them again.
+    """
+    from automail.imports import import_file
+    from automail.imports.drop import drop_root
+
     if session.scalar(select(Shop.id).limit(1)) is not None:
         raise ValueError("seed-demo: the store already has shops; use a fresh store (make clean)")
-    n_customers = n_orders = n_shipments = n_bad = 0
     for code, name in DEMO_SHOPS:
-        shop = make_shop(session, code, name)
-        rows = []
-        for i in range(customers_per_shop):
-            f, g = rng.randrange(len(FAMILY)), rng.randrange(len(GIVEN))
-            mobile = rng.random() < 0.2
-            domain = rng.choice(MOBILE_DOMAINS if mobile else PC_DOMAINS)
-            email = f"{GIVEN_ROMAJI[g]}.{FAMILY_ROMAJI[f]}{i}@{domain}"
-            if i % 200 == 7:
-                email, n_bad = BAD_ADDRESSES[(i // 200) % len(BAD_ADDRESSES)], n_bad + 1
-            rows.append(
-                {
-                    "shop_id": shop.id,
-                    "name": f"{FAMILY[f]} {GIVEN[g]}",
-                    "email": email,
-                    "prefecture": rng.choice(PREFECTURES),
-                    "address": f"{rng.choice(PREFECTURES)}{rng.choice(CITIES)}",
-                    "signed_up_at": now - timedelta(minutes=rng.randrange(60, 200 * 24 * 60)),
-                    "marketing_opt_in": rng.random() < 0.8,
-                    "address_valid": True,
-                    "address_cleaned": False,
-                    "consecutive_failures": 0,
-                }
-            )
-        session.execute(insert(Customer), rows)
-        ids = list(session.scalars(select(Customer.id).where(Customer.shop_id == shop.id)))
-        purchases: dict[int, int] = {}
-        # Oldest first, so purchase_count (the A5 stage) follows the customer's history.
-        times = sorted(
-            now - timedelta(minutes=rng.randrange(5, 120 * 24 * 60)) for _ in range(orders_per_shop)
-        )
-        for j, ordered_at in enumerate(times):
-            cid = rng.choice(ids)
-            purchases[cid] = purchases.get(cid, 0) + 1
-            sku, pname, price = rng.choice(PRODUCTS)
-            qty = rng.randint(1, 3)
-            order = Order(
-                shop_id=shop.id,
-                customer_id=cid,
-                order_number=f"{code.upper()}-{j:06d}",
-                ordered_at=ordered_at,
-                purchase_count=purchases[cid],
-                subtotal=price * qty,
-                shipping_fee=550,
-                tax=price * qty // 10,
-                total=price * qty * 11 // 10 + 550,
-                payment_method="クレジットカード",
-            )
-            session.add(order)
-            session.flush()
-            session.add(
-                OrderLine(order_id=order.id, sku=sku, name=pname, quantity=qty, unit_price=price)
-            )
-            shipped = ordered_at + timedelta(hours=rng.randint(12, 72))
-            if shipped < now and rng.random() < 0.85:
-                session.add(
-                    Shipment(
-                        order_id=order.id,
-                        carrier=rng.choice(CARRIERS),
-                        tracking_number=f"{rng.randrange(10**11, 10**12)}",
-                        confirmed_at=shipped,
-                    )
-                )
-                n_shipments += 1
-        n_customers += customers_per_shop
-        n_orders += orders_per_shop
-        session.flush()
-    return DemoCounts(len(DEMO_SHOPS), n_customers, n_orders, n_shipments, n_bad)
+        # Bounces come back to a per-mail signed return path (automail.bounce_links).
+        make_shop(session, code, name, return_path=f"bounces@{code}.example.jp")
+    session.commit()
+    engine = session.get_bind()
+    assert isinstance(engine, Engine)  # a session on an engine, not a pinned connection
+    folder = Path(folder or drop_root(engine))
+    files = write_demo_files(folder, customers_per_shop, orders_per_shop, now, seed)
+    customers = orders = 0
+    for code, paths in files.items():
+        for kind in ("customers", "orders"):
+            mapping = "next_engine_orders" if paths[kind].name.endswith("next-engine.csv") else None
+            result = import_file(engine, paths[kind], kind, code, mapping)
+            if result.status != "done" or result.rejected:
+                raise RuntimeError(f"seed-demo: {result.summary()}")
+            customers += result.inserted if kind == "customers" else 0
+            orders += result.inserted if kind == "orders" else 0
+    shipments = session.scalar(select(func.count()).select_from(Shipment))
+    bad = session.scalar(
+        select(func.count()).select_from(Customer).where(Customer.email.in_(BAD_ADDRESSES))
+    )
+    return DemoCounts(len(DEMO_SHOPS), customers, orders, shipments or 0, bad or 0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from automail.db import rowcount
 from automail.models import Mail
 
 DEFAULT_BATCH = 5_000
@@ -50,7 +51,7 @@ def _flip_batch(session: Session, size: int) -> int:
             "UPDATE mails SET search_indexed = 1 WHERE id IN ("
             " SELECT id FROM mails WHERE NOT search_indexed ORDER BY id LIMIT :n)"
         )
-    return session.execute(text(sql), {"n": size}).rowcount or 0
+    return rowcount(session.execute(text(sql), {"n": size}))
 
 
 def index_pending(session: Session, limit: int | None = None, batch: int = DEFAULT_BATCH) -> int:

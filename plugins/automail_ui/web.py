@@ -4,27 +4,43 @@ Server-rendered pages (Jinja2, no JS build) plus `/api/...` JSON twins, all over
 `automail.management`. Every route needs an Airflow login: reading needs DAG read
 access (`requires_access_dag("GET")`: role viewer and up with the simple auth
 manager), acting needs DAG edit access (`requires_access_dag("PUT")`: role user and
-up). Anonymous callers get 401 and no data; acting forms are CSRF-checked.
+up), switching `mail_server_stopped` needs configuration edit access (role op and
+up). Anonymous callers get 401 and no data; acting forms are CSRF-checked. Buttons a
+role cannot use are shown disabled with the reason, never as a way to a 403.
+
+Inside Airflow the screen lives in an iframe without `allow-modals`, so nothing here
+uses window.confirm/alert/prompt: sending, resending and deleting first answer with
+a confirmation page (how many mails, which filter, whether sending is paused or
+stopped) whose button repeats the request with `confirmed=1`.
+
+Store and SMTP work never runs on the API server's event loop: handlers are plain
+`def` (FastAPI's thread pool) or read the body asynchronously and hand the work to
+the thread pool (`run_in_threadpool`), so a slow relay cannot freeze the Airflow UI.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from airflow.api_fastapi.core_api.security import (
+    GetUserDep,
+    requires_access_configuration,
+    requires_access_dag,
+)
 from fastapi import Depends, FastAPI, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
 
 from automail import settings
 from automail.db import session_factory
@@ -41,15 +57,19 @@ from automail.management.search import (
     parse_filter,
     search,
     with_page,
+    zone_label,
 )
 from automail.models import Shop, StaffAction
 from automail.states import ACTION_FROM, KIND_LABELS, MAIL_KINDS, MAIL_STATUSES, ROW_ACTION_LABEL
-from automail_ui import csrf
+from automail_ui import csrf, i18n, sending_state
 
 URL_PREFIX = "/automail"
 READ = [Depends(requires_access_dag("GET"))]
 ACT = [Depends(requires_access_dag("PUT"))]
+OPERATE = [Depends(requires_access_configuration("PUT"))]  # role op and up
 BULK_STATUSES = ("unsent", "error", "held")  # rows with a checkbox (seed 000 item 12 + held)
+CONFIRM_ACTIONS = ("send", "resend", "delete")  # irreversible: confirmed in the page first
+SERVER_SWITCH = "mail_server_stopped"
 
 app = FastAPI(title="Automail mail data", docs_url=None, redoc_url=None, openapi_url=None)
 templates = Environment(
@@ -78,15 +98,52 @@ def _root(request: Request) -> str:
     return request.scope.get("root_path", "").rstrip("/")
 
 
+def _can(user: Any, what: str) -> bool:
+    """Whether the Airflow auth manager lets `user` act ("act") or operate ("operate")."""
+    if user is None:
+        return False
+    from airflow.api_fastapi.app import get_auth_manager
+
+    manager = get_auth_manager()
+    if what == "operate":
+        return bool(manager.is_authorized_configuration(method="PUT", user=user))
+    return bool(manager.is_authorized_dag(method="PUT", user=user))
+
+
+def _role(user: Any) -> str:
+    return str(getattr(user, "role", None) or "viewer").lower()
+
+
 def _page(request: Request, name: str, user: Any, code: int = 200, **ctx: Any) -> HTMLResponse:
     username = user.get_name() if user is not None else ""
     tz = ctx.get("tz", "UTC")
+    lang = i18n.pick(request)
+    t = i18n.translator(lang)
+    zone = zone_label(tz)
+    root = _root(request)
+    path = request.url.path
+    here_params = {k: v for k, v in request.query_params.items() if k not in ("done", "error")}
+    here = (path[len(root) :] if path.startswith(root) else path) or "/"
+    if request.method == "POST":  # a confirmation page: come back to where the form was
+        here = "/"
+    elif here_params:
+        here += "?" + urlencode(here_params)
+    ctx.setdefault("tab", "")
     html = templates.get_template(name).render(
-        root=_root(request),
+        root=root,
+        code=code,
+        here=here,
+        messages=i18n.MESSAGES,
         user=username,
+        role=_role(user),
+        can_act=_can(user, "act"),
+        can_operate=_can(user, "operate"),
+        lang=lang,
+        t=t,
+        zone=zone,
         csrf_token=csrf.make_token(username) if username else "",
         minute=lambda v: local_minute(v, tz),
-        when=lambda v: "" if v is None else local_minute(v, tz),
+        when=lambda v: "" if v is None else f"{local_minute(v, tz)} {zone.split(' ')[0]}",
         kind_labels=KIND_LABELS,
         **ctx,
     )
@@ -104,8 +161,15 @@ async def _http_error(request: Request, exc: HTTPException) -> Any:
             {"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers
         )
     login = "/auth/login?" + urlencode({"next": str(request.url)})
+    lang = i18n.pick(request)
     html = templates.get_template("error.html").render(
-        root=_root(request), user="", code=exc.status_code, detail=exc.detail, login=login
+        root=_root(request),
+        user="",
+        lang=lang,
+        t=i18n.translator(lang),
+        code=exc.status_code,
+        detail=exc.detail,
+        login=login,
     )
     return HTMLResponse(html, status_code=exc.status_code)
 
@@ -141,13 +205,14 @@ def _notice(session: Session, staff_action_id: str | None) -> dict[str, Any] | N
         "sent": detail.get("sent"),
         "failed": detail.get("failed"),
         "new_mail_id": detail.get("new_mail_id"),
+        "switch_to": detail.get("to") if row.action == SERVER_SWITCH else None,
     }
 
 
 def _run_action(
     session: Session,
     action: str,
-    ids: list[int],
+    ids: Sequence[int | str],
     actor: str,
     audit: dict[str, Any] | None = None,
 ) -> actions.ActionResult:
@@ -165,11 +230,13 @@ def _run_action(
 def _all_matching(
     session: Session, action: str, params: dict[str, Any], expected: Any
 ) -> tuple[list[int], dict[str, Any]]:
-    """Ids for "select all matching the search", refusing if the search has changed."""
+    """Ids for "select all matching the search", refusing if the search has changed.
+
+    The count the person confirmed (`expected`) must still be the search's count."""
     f = _filter(session, params)
     all_ids = matching_ids(session, f)
     try:
-        expected_total = int(expected)
+        expected_total = int(str(expected)[:20])
     except (TypeError, ValueError):
         raise actions.ActionError(f"expected_total: {expected!r} is not a number") from None
     if len(all_ids) != expected_total:
@@ -191,6 +258,7 @@ def search_page(request: Request, user: GetUserDep, session: SessionDep) -> HTML
     tz = _tz(session)
     ctx: dict[str, Any] = {
         "tz": tz,
+        "state": sending_state.read(session),
         "shops": _shops(session),
         "statuses": MAIL_STATUSES,
         "kinds": MAIL_KINDS,
@@ -204,7 +272,8 @@ def search_page(request: Request, user: GetUserDep, session: SessionDep) -> HTML
     }
     try:
         f = _filter(session, params)
-        result = search(session, f)
+        # A body search counts its matches exactly on request (it tests every body).
+        result = search(session, f, exact=not f.body or params.get("count") == "exact")
     except FilterError as exc:
         return _page(request, "search.html", user, code=400, **{**ctx, "errors": exc.errors})
     query = urlencode(f.as_params())
@@ -212,6 +281,7 @@ def search_page(request: Request, user: GetUserDep, session: SessionDep) -> HTML
         result=result,
         filter=f,
         query=query,
+        exact_query=urlencode({**f.as_params(), "count": "exact"}),
         prev_query=urlencode(with_page(f, f.page - 1).as_params()) if f.page > 1 else None,
         next_query=urlencode(with_page(f, f.page + 1).as_params()) if result.has_next else None,
         sort_query={
@@ -237,6 +307,7 @@ def detail_page(
         user,
         tz=_tz(session),
         mail=detail,
+        state=sending_state.read(session),
         notice=_notice(session, params.get("done")),
         error=params.get("error"),
         actions_allowed=actions.allowed_actions(detail.status),
@@ -257,6 +328,7 @@ def copy_page(
         user,
         tz=_tz(session),
         mail=detail,
+        state=sending_state.read(session),
         to=request.query_params.get("to", detail.to_address),
         error=request.query_params.get("error"),
     )
@@ -284,6 +356,7 @@ def history_page(request: Request, user: GetUserDep, session: SessionDep) -> HTM
         "history.html",
         user,
         code=400 if errors else 200,
+        tab="history",
         tz=_tz(session),
         rows=rows,
         shops=_shops(session),
@@ -297,11 +370,17 @@ def history_page(request: Request, user: GetUserDep, session: SessionDep) -> HTM
 def export(request: Request, session: SessionDep) -> FileResponse:
     try:
         f = _filter(session, dict(request.query_params))
-        fd, name = tempfile.mkstemp(prefix="automail-export-", suffix=".csv")
-        os.close(fd)
-        export_csv(session, f, name)
     except FilterError as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+    fd, name = tempfile.mkstemp(prefix="automail-export-", suffix=".csv")
+    os.close(fd)
+    try:
+        export_csv(session, f, name)
+    except BaseException as exc:  # never leave a temp file behind
+        os.unlink(name)
+        if isinstance(exc, FilterError):
+            raise HTTPException(status.HTTP_400_BAD_REQUEST, str(exc)) from None
+        raise
     stamp = datetime.now().strftime("%Y%m%d-%H%M")
     return FileResponse(
         name,
@@ -328,36 +407,137 @@ def _safe_next(value: str | None) -> str:
     return "/"
 
 
-@app.post("/actions", dependencies=ACT)
-async def action_form(request: Request, user: GetUserDep) -> RedirectResponse:
-    form = await request.form()
-    actor = user.get_name()
-    csrf.check_form(request, form.get("csrf_token"), actor)  # type: ignore[arg-type]
-    back = _safe_next(form.get("next"))  # type: ignore[arg-type]
-    filter_params = {
-        k[2:]: v for k, v in form.multi_items() if k.startswith("f_") and isinstance(v, str)
-    }
+def _form_fields(form: Any) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in form.multi_items() if isinstance(v, str)]
+
+
+def _requested(fields: list[tuple[str, str]]) -> tuple[str, str, list[str]]:
+    """(scope, action, ids) of an action form: one row, the ticked rows, or all matching."""
+    form = dict(fields)
+    if form.get("row"):
+        action, _, mail_id = form["row"].partition(":")
+        return "row", action, [mail_id]
+    if form.get("all_matching"):
+        return "all_matching", form["all_matching"], []
+    return "bulk", form.get("bulk") or "", [v for k, v in fields if k == "ids"]
+
+
+def _confirm_page(
+    request: Request, user: Any, session: Session, fields: list[tuple[str, str]]
+) -> HTMLResponse:
+    """The in-page confirmation: what will happen, to how many mails, sending state."""
+    scope, action, ids = _requested(fields)
+    described = None
+    if scope == "all_matching":
+        params = {k[2:]: v for k, v in fields if k.startswith("f_")}
+        f = _filter(session, params)
+        allowed = tuple(ACTION_FROM.get(action, ()))
+        count = len(matching_ids(session, f, statuses=allowed)) if allowed else 0
+        described = ", ".join(f"{k}={v}" for k, v in f.describe().items()) or "(no filter)"
+        # The exact count the person confirms; refused later if the search changed.
+        fields = [(k, v) for k, v in fields if k != "expected_total"]
+        fields.append(("expected_total", str(len(matching_ids(session, f)))))
+    else:
+        count = len(ids)
+    return _page(
+        request,
+        "confirm.html",
+        user,
+        tz=_tz(session),
+        state=sending_state.read(session),
+        action=action,
+        count=count,
+        described=described,
+        fields=[(k, v) for k, v in fields if k not in ("csrf_token", "confirmed")],
+        back=_safe_next(dict(fields).get("next")),
+    )
+
+
+def _act_on_form(actor: str, fields: list[tuple[str, str]]) -> tuple[str, dict[str, Any]]:
+    """Run the form's action (thread pool); (page to go back to, its query)."""
+    form = dict(fields)
+    back = _safe_next(form.get("next"))
+    filter_params = {k[2:]: v for k, v in fields if k.startswith("f_")}
     with _factory()() as session:
         try:
-            if form.get("row"):
-                action, _, mail_id = str(form["row"]).partition(":")
-                result = _run_action(session, action, [mail_id], actor)  # type: ignore[list-item]
-            elif form.get("all_matching"):
-                action = str(form["all_matching"])
+            scope, action, picked = _requested(fields)
+            if scope == "all_matching":
                 ids, audit = _all_matching(
                     session, action, filter_params, form.get("expected_total")
                 )
                 result = _run_action(session, action, ids, actor, audit)
             else:
-                action = str(form.get("bulk") or "")
-                ids = [str(v) for v in form.getlist("ids")]
-                if not ids:
+                if not picked:
                     raise actions.ActionError(f"{action or 'action'}: no mail selected")
-                result = _run_action(session, action, ids, actor)  # type: ignore[arg-type]
+                result = _run_action(session, action, picked, actor)
         except (actions.ActionError, FilterError, LookupError) as exc:
             session.rollback()
-            return _back(request, back, error=str(exc))
-    return _back(request, back, done=result.staff_action_id)
+            return back, {"error": str(exc)}
+    return back, {"done": result.staff_action_id}
+
+
+@app.post("/actions", dependencies=ACT, response_model=None)
+async def action_form(request: Request, user: GetUserDep) -> RedirectResponse | HTMLResponse:
+    form = await request.form()
+    actor = user.get_name()
+    csrf.check_form(request, form.get("csrf_token"), actor)  # type: ignore[arg-type]
+    fields = _form_fields(form)
+    action = _requested(fields)[1]
+    if action in CONFIRM_ACTIONS and form.get("confirmed") != "1":
+
+        def confirm() -> HTMLResponse:
+            with _factory()() as session:
+                try:
+                    return _confirm_page(request, user, session, fields)
+                except FilterError as exc:
+                    return _page(request, "error.html", user, code=400, detail=str(exc))
+
+        return await run_in_threadpool(confirm)
+    back, params = await run_in_threadpool(_act_on_form, actor, fields)
+    return _back(request, back, **params)
+
+
+@app.post("/sending/server", dependencies=OPERATE)
+async def server_switch_form(request: Request, user: GetUserDep) -> RedirectResponse:
+    """Ops switch `mail_server_stopped` from the screen (audited like every action)."""
+    form = await request.form()
+    actor = user.get_name()
+    csrf.check_form(request, form.get("csrf_token"), actor)  # type: ignore[arg-type]
+    back = _safe_next(form.get("next"))  # type: ignore[arg-type]
+    wanted = form.get("stopped")
+    if wanted not in ("0", "1"):
+        return _back(request, back, error=f"stopped: {str(wanted)[:20]!r} is not 0 or 1")
+    staff_action_id = await run_in_threadpool(_switch_server, actor, wanted == "1")
+    return _back(request, back, done=staff_action_id)
+
+
+def _switch_server(actor: str, stopped: bool) -> int:
+    from automail.db import take_write_lock
+
+    with _factory().begin() as session:
+        take_write_lock(session)
+        before = bool(settings.get(session, SERVER_SWITCH))
+        settings.put(session, SERVER_SWITCH, stopped, actor=actor)
+        row = StaffAction(
+            at=datetime.now(UTC),
+            actor=actor,
+            action=SERVER_SWITCH,
+            count=0,
+            detail={"setting": SERVER_SWITCH, "from": before, "to": stopped, "via": "screen"},
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def _copy(actor: str, mail_id: int, to: str, send_it: bool) -> tuple[str, dict[str, Any]]:
+    try:
+        result = actions.copy_and_send(_factory(), mail_id, to, actor, send_it=send_it)
+    except actions.CopySavedNotSent as exc:  # saved, not sent: both said, on the copy's page
+        return f"/mails/{exc.new_mail_id}", {"error": str(exc)}
+    except (actions.ActionError, LookupError) as exc:
+        return f"/mails/{mail_id}/copy", {"error": str(exc), "to": to}
+    return f"/mails/{result.new_mail_id}", {"done": result.staff_action_id}
 
 
 @app.post("/mails/{mail_id}/copy", dependencies=ACT)
@@ -366,13 +546,8 @@ async def copy_form(request: Request, mail_id: int, user: GetUserDep) -> Redirec
     actor = user.get_name()
     csrf.check_form(request, form.get("csrf_token"), actor)  # type: ignore[arg-type]
     to = str(form.get("to") or "")
-    try:
-        result = actions.copy_and_send(
-            _factory(), mail_id, to, actor, send_it=form.get("send") == "1"
-        )
-    except (actions.ActionError, LookupError) as exc:
-        return _back(request, f"/mails/{mail_id}/copy", error=str(exc), to=to)
-    return _back(request, f"/mails/{result.new_mail_id}", done=result.staff_action_id)
+    target, params = await run_in_threadpool(_copy, actor, mail_id, to, form.get("send") == "1")
+    return _back(request, target, **params)
 
 
 # ---------------------------------------------------------------- JSON API
@@ -395,15 +570,16 @@ def _bad_request(exc: Exception) -> HTTPException:
 
 @app.get("/api/mails", dependencies=READ)
 def api_search(request: Request, session: SessionDep) -> dict[str, Any]:
+    params = dict(request.query_params)
     try:
-        f = _filter(session, dict(request.query_params))
-        result = search(session, f)
+        f = _filter(session, params)
+        result = search(session, f, exact=not f.body or params.get("count") == "exact")
     except FilterError as exc:
         raise _bad_request(exc) from None
     return {
         "filter": f.as_params(),
         "total": result.total,
-        "total_capped": result.capped,  # more than total match (shown as "10,000+")
+        "total_capped": result.capped,  # a body search not counted: more than total match
         "total_label": result.total_label,
         "page": f.page,
         "pages": result.pages,
@@ -426,15 +602,7 @@ def api_detail(mail_id: int, session: SessionDep) -> dict[str, Any]:
     return out
 
 
-@app.post("/api/actions", dependencies=ACT)
-async def api_action(request: Request, user: GetUserDep) -> JSONResponse:
-    csrf.check_json(request)
-    try:
-        body = await request.json()
-    except ValueError:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: not valid JSON") from None
-    if not isinstance(body, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: expected a JSON object")
+def _api_act(actor: str, body: dict[str, Any]) -> actions.ActionResult:
     action = str(body.get("action") or "")
     with _factory()() as session:
         try:
@@ -444,36 +612,63 @@ async def api_action(request: Request, user: GetUserDep) -> JSONResponse:
                 ids, audit = _all_matching(
                     session, action, body["filter"], body.get("expected_total")
                 )
-                result = _run_action(session, action, ids, user.get_name(), audit)
-            else:
-                ids = body.get("ids")
-                if not isinstance(ids, list) or not ids:
-                    raise actions.ActionError(f"ids: {ids!r} is not a non-empty list of mail ids")
-                result = _run_action(session, action, ids, user.get_name())
+                return _run_action(session, action, ids, actor, audit)
+            given = body.get("ids")
+            if not isinstance(given, list) or not given:
+                raise actions.ActionError(f"ids: {given!r} is not a non-empty list of mail ids")
+            return _run_action(session, action, given, actor)
         except (actions.ActionError, FilterError, LookupError) as exc:
             session.rollback()
             raise _bad_request(exc) from None
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: not valid JSON") from None
+    if not isinstance(body, dict):
+        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: expected a JSON object")
+    return body
+
+
+@app.post("/api/actions", dependencies=ACT)
+async def api_action(request: Request, user: GetUserDep) -> JSONResponse:
+    csrf.check_json(request)
+    body = await _json_object(request)
+    result = await run_in_threadpool(_api_act, user.get_name(), body)
     code = 200 if result.done or not result.refused_count else 409
     return JSONResponse(result.as_dict(), status_code=code)
 
 
-@app.post("/api/mails/{mail_id}/copy", dependencies=ACT)
-async def api_copy(request: Request, mail_id: int, user: GetUserDep) -> dict[str, Any]:
-    csrf.check_json(request)
-    body = await request.json()
-    if not isinstance(body, dict):
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, "body: expected a JSON object")
+def _api_copy_sync(actor: str, mail_id: int, body: dict[str, Any]) -> dict[str, Any]:
     try:
         result = actions.copy_and_send(
             _factory(),
             mail_id,
             str(body.get("to") or ""),
-            user.get_name(),
+            actor,
             send_it=bool(body.get("send", True)),
         )
+    except actions.CopySavedNotSent as exc:
+        raise HTTPException(
+            status.HTTP_409_CONFLICT, {"errors": [str(exc)], "new_mail_id": exc.new_mail_id}
+        ) from None
     except (actions.ActionError, LookupError) as exc:
         raise _bad_request(exc) from None
     return result.as_dict()
+
+
+@app.post("/api/mails/{mail_id}/copy", dependencies=ACT)
+async def api_copy(request: Request, mail_id: int, user: GetUserDep) -> dict[str, Any]:
+    csrf.check_json(request)
+    body = await _json_object(request)
+    return await run_in_threadpool(_api_copy_sync, user.get_name(), mail_id, body)
+
+
+@app.get("/api/sending", dependencies=READ)
+def api_sending(session: SessionDep) -> dict[str, Any]:
+    return _jsonable(asdict(sending_state.read(session)))
 
 
 @app.get("/api/history", dependencies=READ)
@@ -486,5 +681,9 @@ def api_history(
         raise _bad_request(exc) from None
     return {"count": len(rows), "rows": [_jsonable(asdict(r)) for r in rows]}
 
+
+from automail_ui.report_web import router as report_router  # noqa: E402 (uses names above)
+
+app.include_router(report_router)  # type: ignore[has-type]  # defined after this module's names
 
 __all__ = ["ALL", "URL_PREFIX", "app"]

@@ -117,9 +117,10 @@ class SinkProcess:
     Its own process, so killing a sender never touches it, and its files survive.
     """
 
-    def __init__(self, out_dir: Path, port: int | None = None) -> None:
+    def __init__(self, out_dir: Path, port: int | None = None, extra: list[str] | None = None):
         self.dir = out_dir
         self.port = port or free_port()
+        self.extra = extra or []  # more sink options, e.g. --delay-ms 15
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> SinkProcess:
@@ -133,6 +134,7 @@ class SinkProcess:
                 str(self.port),
                 "--dir",
                 str(self.dir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
         )

@@ -80,7 +80,7 @@ def find_enhanced(text: str) -> str | None:
     """First RFC 3463 code in text, preferring a specific one over a generic X.0.0."""
     found = [".".join(m.groups()) for m in ENHANCED_RE.finditer(text or "")]
     specific = [s for s in found if not s.endswith(".0.0")]
-    return (specific or found or [None])[0]
+    return specific[0] if specific else found[0] if found else None
 
 
 def find_smtp_code(text: str) -> int | None:

@@ -5,18 +5,30 @@ sha256(raw message + recipient), so ingesting the same message again changes not
 Nothing is dropped: a message that names no recipient is one row without recipient, a
 bounce that matches no mail is kept with `mail_id` NULL and counted as unmatched.
 
-Matching, first hit wins (`Bounce.matched_by`):
-1. `x-automail-id`: the X-Automail-Id header of the returned original;
-2. `message-id`: the returned Message-ID (or an auto-reply's In-Reply-To) equals
-   `Mail.message_id`, or is one of ours (`<automail.{mail_id}…@…>`) from before a resend;
-3. `verp`: the bounce was addressed to a VERP return path `local+automail-{id}@domain`
-   (see `verp_return_path`; the sender does not use one today, the shop's fixed
-   Return-Path is the envelope sender);
-4. `recipient` (last resort, for bounces that return no headers): the newest mail *sent*
-   to that address within `bounce_fallback_days`; it can pick the wrong one of several
-   recent mails to the same address, so it is used only when nothing else matched.
+Matching (`Bounce.matched_by`, `Bounce.trust`). Anyone can mail the bounce mailbox, and
+mail ids are sequential, so only a per-mail token signed with the shop's key
+(automail.bounce_links) makes a link `signed`, first hit wins:
+1. `verp`: the bounce was addressed to the mail's signed return path
+   `local+{id}-{token}@domain` (the sender's MAIL FROM; found in To, Delivered-To,
+   X-Original-To, Envelope-To, X-Envelope-To or the returned original's Return-Path);
+2. `message-id`: the returned Message-ID (or an auto-reply's In-Reply-To) carries the
+   mail's token: `<automail.{id}-{token}.…@…>`.
+Without a valid token the bounce is still linked to a mail for the record, trust
+`unsigned` (or `bad_signature` when a token was there but did not verify), first hit
+wins: `x-automail-id` (the returned X-Automail-Id), `message-id` (equal to
+`Mail.message_id`, or one of ours by its id), `verp` (an unsigned or wrongly signed
+return path), `recipient` (the newest mail *sent* to the bounced address within
+`bounce_fallback_days`, for bounces that return no headers).
 
-Effect (`Bounce.effect`) of a hard or soft bounce on its mail's To address:
+Effect (`Bounce.effect`). Auto-replies, feedback reports, delivery notices and unknown
+messages (outcome none) are `ignored`: kept for the record, never change anything. A hard
+or soft bounce that matched no mail is `recorded`. A matched one changes its mail and
+the mail's To address only when it is `signed` and names that To address; otherwise:
+- `untrusted`: linked without a valid signature: recorded, changes nothing;
+- `no_recipient`: signed, but the bounce names no recipient: recorded, changes nothing;
+- `other_recipient`: about another recipient of the mail (a BCC, or a forged one naming
+  a victim): recorded, changes nothing.
+Signed and naming the mail's recipient:
 - `applied`: the mail was `sent` (accepted by the server, B10) and now has
   `bounce_outcome` hard|soft (hard wins over soft), a `bounced` MailEvent with the code
   and reason, and the address health update: a hard bounce cleans the address (no more
@@ -27,10 +39,6 @@ Effect (`Bounce.effect`) of a hard or soft bounce on its mail's To address:
 - `recorded`: the mail is not `sent` any more (resent, or failed at once, which the
   sender counted already): outcome and event are kept, address health is untouched;
   also a second bounce for the same mail (counted once).
-- `other_recipient`: the bounce is about another recipient of the mail (a BCC): kept,
-  linked, changes nothing.
-- `ignored`: auto-replies, feedback reports, delivery notices, unknown messages
-  (outcome none): kept for the record, never change a mail or an address.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from automail import address_health, settings
+from automail.bounce_links import Claim, MailSigner, message_id_claim, verp_claims
 from automail.bounces.mailbox import BounceSource, Incoming, open_source
 from automail.bounces.model import BounceRecipient, ParsedBounce
 from automail.bounces.parser import parse_bounce
@@ -58,11 +67,11 @@ from automail.models import Bounce, Mail, MailEvent
 from automail.states import SENT
 
 ACTOR = "automail_bounces"
+SIGNED, UNSIGNED, BAD_SIGNATURE = "signed", "unsigned", "bad_signature"
 FAILURES = ("hard", "soft")
 STREAK_WINDOW = 50  # newest sent mails looked at when counting failures in a row
+MAX_CLAIMS = 16  # a real bounce has 1–3; a hostile one may not make us check thousands
 
-_OURS_RE = re.compile(r"^<?automail\.(\d+)[.@]", re.I)
-_VERP_RE = re.compile(r"\+automail-(\d+)@", re.I)
 _VERP_HEADERS = ("To", "Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To")
 log = logging.getLogger(__name__)
 
@@ -83,6 +92,7 @@ class IngestSummary:
     soft: int = 0
     ignored: int = 0  # outcome none: auto-replies, reports, unknown messages
     applied: int = 0  # rows that changed a mail and its address health
+    untrusted: int = 0  # failures linked without a valid signature: recorded, not applied
     unmatched_ids: list[int] = field(default_factory=list)  # Bounce ids, for the report
     failed: list[str] = field(default_factory=list)  # messages left in the mailbox, why
 
@@ -102,14 +112,6 @@ def fingerprint(raw: bytes, recipient: str | None) -> str:
     return hashlib.sha256(raw + b"\0" + (recipient or "").encode()).hexdigest()
 
 
-def verp_return_path(return_path: str, mail_id: int) -> str:
-    """`bounces@shop.jp` → `bounces+automail-123@shop.jp`, which `match` decodes."""
-    local, sep, domain = return_path.rpartition("@")
-    if not sep or not local:
-        raise ValueError(f"return_path {return_path!r}: not an address")
-    return f"{local}+automail-{mail_id}@{domain}"
-
-
 # -- matching -------------------------------------------------------------------------
 
 
@@ -127,18 +129,22 @@ def _by_message_id(session: Session, message_id: str | None) -> Mail | None:
     mail = session.scalars(
         select(Mail).where(Mail.message_id.in_([f"<{bare}>", bare])).order_by(Mail.id).limit(1)
     ).first()
-    if mail is None and (m := _OURS_RE.match(bare)):
-        mail = _mail(session, m.group(1))  # an earlier Message-ID of a mail resent since
+    if mail is None and (claim := message_id_claim(bare)) is not None:
+        mail = _mail(session, claim.mail_id)  # an earlier Message-ID of a mail resent since
     return mail
 
 
-def _verp_ids(raw: bytes) -> list[str]:
+def claims_of(parsed: ParsedBounce, raw: bytes) -> list[Claim]:
+    """Every return-path and Message-ID claim of one message (read once per message)."""
     headers = BytesHeaderParser(policy=compat32).parsebytes(raw[:200_000])
     found = []
     for name in _VERP_HEADERS:
         for value in headers.get_all(name) or []:
-            found.extend(_VERP_RE.findall(str(value)))
-    return found
+            found.extend(verp_claims(str(value)))
+    found.extend(verp_claims(parsed.original_headers.get("return-path", "")))
+    if (claim := message_id_claim(parsed.original_message_id)) is not None:
+        found.append(claim)
+    return found[:MAX_CLAIMS]
 
 
 def _by_recipient(session: Session, candidates: list[str], now: datetime, days: int) -> Mail | None:
@@ -157,32 +163,52 @@ def _by_recipient(session: Session, candidates: list[str], now: datetime, days: 
     ).first()
 
 
+@dataclass(frozen=True)
+class Link:
+    """A bounce's mail and how far the link can be trusted (module docstring)."""
+
+    mail: Mail | None
+    how: str | None  # verp | message-id | x-automail-id | recipient
+    trust: str | None  # signed | unsigned | bad_signature
+
+
 def match(
     session: Session,
     parsed: ParsedBounce,
     recipient: str | None,
-    raw: bytes,
+    claims: list[Claim],
     now: datetime,
     fallback_days: int,
-) -> tuple[Mail | None, str | None]:
-    """(mail, how) for one recipient of a bounce; (None, None) when nothing matched."""
+    signer: MailSigner,
+) -> Link:
+    """The mail of one recipient of a bounce: signed if a claim's token verifies, else
+    the unsigned evidence (for the record only); Link(None, None, …) when nothing matched."""
+    bad = False
+    for claim in claims:
+        if claim.token is None:
+            continue
+        mail = _mail(session, claim.mail_id)
+        if mail is not None and signer.valid(mail.shop_id, mail.id, claim.token):
+            return Link(mail, claim.via, SIGNED)
+        bad = True
+    trust = BAD_SIGNATURE if bad else UNSIGNED
     mail = _mail(session, parsed.original_headers.get("x-automail-id"))
     if mail is not None:
-        return mail, "x-automail-id"
+        return Link(mail, "x-automail-id", trust)
     mail = _by_message_id(session, parsed.original_message_id)
     if mail is not None:
-        return mail, "message-id"
-    for mail_id in _verp_ids(raw):
-        mail = _mail(session, mail_id)
+        return Link(mail, "message-id", trust)
+    for claim in claims:
+        mail = _mail(session, claim.mail_id) if claim.via == "verp" else None
         if mail is not None:
-            return mail, "verp"
+            return Link(mail, "verp", trust)
     if recipient:
         # The returned To keeps the spelling we stored (the parser lowercases recipients).
         spelled = [a for a in _original_to(parsed) if a.lower() == recipient]
         mail = _by_recipient(session, [recipient, *spelled], now, fallback_days)
         if mail is not None:
-            return mail, "recipient"
-    return None, None
+            return Link(mail, "recipient", trust)
+    return Link(None, None, BAD_SIGNATURE if bad else None)
 
 
 def _original_to(parsed: ParsedBounce) -> list[str]:
@@ -199,9 +225,32 @@ def _describe(r: BounceRecipient) -> str:
     return f"{head}: {r.diagnostic}" if r.diagnostic else head
 
 
+def _effect(session: Session, link: Link, r: BounceRecipient, now: datetime, threshold: int) -> str:
+    """What a hard/soft bounce does: nothing unless signed and naming the mail's recipient."""
+    if link.mail is None:
+        return "recorded"
+    if link.trust != SIGNED:
+        return "untrusted"
+    if not r.recipient:
+        return "no_recipient"
+    return _apply(session, link.mail, r, now, threshold)
+
+
+def effect_text(effect: str | None, trust: str | None) -> str:
+    """An effect as operators read it (CLI lists, the mail's detail screen)."""
+    if effect == "untrusted":
+        why = "wrong signature" if trust == BAD_SIGNATURE else "unsigned"
+        return f"recorded, not applied: {why}"
+    if effect == "no_recipient":
+        return "recorded, not applied: names no recipient"
+    if effect == "other_recipient":
+        return "recorded, not applied: another recipient"
+    return effect or ""
+
+
 def _apply(session: Session, mail: Mail, r: BounceRecipient, now: datetime, threshold: int) -> str:
     """Apply a hard/soft bounce to its matched mail; returns the effect (module docstring)."""
-    if r.recipient and r.recipient != mail.to_address.strip().lower():
+    if r.recipient != mail.to_address.strip().lower():
         return "other_recipient"
     previous = mail.bounce_outcome
     outcome = "hard" if "hard" in (previous, r.outcome) else "soft"
@@ -281,12 +330,18 @@ def _recipients(parsed: ParsedBounce) -> list[BounceRecipient]:
 
 
 def ingest_message(
-    session: Session, raw: bytes, source: str | None = None, now: datetime | None = None
+    session: Session,
+    raw: bytes,
+    source: str | None = None,
+    now: datetime | None = None,
+    signer: MailSigner | None = None,
 ) -> IngestSummary:
     """Record and apply one received message (no commit). Idempotent per message."""
     now = now or datetime.now(UTC)
+    signer = signer or MailSigner()
     out = IngestSummary(messages=1)
     parsed = parse_bounce(raw)
+    claims = claims_of(parsed, raw)
     rows = [(r, fingerprint(raw, r.recipient)) for r in _recipients(parsed)]
     known = set(
         session.scalars(
@@ -299,11 +354,9 @@ def ingest_message(
         if fp in known:
             out.duplicates += 1
             continue
-        mail, how = match(session, parsed, r.recipient, raw, now, fallback_days)
-        if r.outcome in FAILURES:
-            effect = "recorded" if mail is None else _apply(session, mail, r, now, threshold)
-        else:
-            effect = "ignored"
+        link = match(session, parsed, r.recipient, claims, now, fallback_days, signer)
+        mail = link.mail
+        effect = _effect(session, link, r, now, threshold) if r.outcome in FAILURES else "ignored"
         row_id = session.execute(
             insert(Bounce)
             .values(
@@ -318,8 +371,9 @@ def ingest_message(
                 reason=(r.reason or None) and r.reason[:64],
                 diagnostic=r.diagnostic or None,
                 mail_id=mail.id if mail is not None else None,
-                matched_by=how,
+                matched_by=link.how,
                 effect=effect,
+                trust=link.trust,
                 original_message_id=(parsed.original_message_id or "")[:255] or None,
             )
             .returning(Bounce.id)
@@ -332,6 +386,7 @@ def ingest_message(
         else:
             out.ignored += 1
         out.applied += effect == "applied"
+        out.untrusted += effect == "untrusted"
         if mail is None:
             out.unmatched += 1
             out.unmatched_ids.append(row_id)
@@ -345,17 +400,18 @@ def ingest_raw(
     raw: bytes,
     source: str | None = None,
     now: datetime | None = None,
+    signer: MailSigner | None = None,
 ) -> IngestSummary:
     """One message in its own transaction; a concurrent run recording it too is a no-op."""
     with session_factory() as session:
         take_write_lock(session)  # SQLite: write-locked before the first read
         try:
-            summary = ingest_message(session, raw, source, now)
+            summary = ingest_message(session, raw, source, now, signer)
             session.commit()
         except IntegrityError:  # another run recorded the same fingerprint just now
             session.rollback()
             take_write_lock(session)
-            summary = ingest_message(session, raw, source, now)
+            summary = ingest_message(session, raw, source, now, signer)
             session.commit()
         return summary
 
@@ -375,18 +431,23 @@ def ingest_source(
     in `failed`; the others go on.
     """
     total = IngestSummary()
+    signer = MailSigner()  # the signing key is read once per run, when first needed
     for n, message in enumerate(source.messages()):
         if limit is not None and n >= limit:
             break
-        total.merge(_one(session_factory, source, message, now))
+        total.merge(_one(session_factory, source, message, now, signer))
     return total
 
 
 def _one(
-    session_factory: SessionFactory, source: BounceSource, message: Incoming, now: datetime | None
+    session_factory: SessionFactory,
+    source: BounceSource,
+    message: Incoming,
+    now: datetime | None,
+    signer: MailSigner,
 ) -> IngestSummary:
     try:
-        summary = ingest_raw(session_factory, message.raw, message.ref, now)
+        summary = ingest_raw(session_factory, message.raw, message.ref, now, signer)
     except Exception as exc:  # keep going; the message stays for the next run
         log.exception("bounce %s not recorded", message.ref)
         return IngestSummary(messages=1, failed=[f"{message.ref}: {exc}"[:500]])
@@ -443,8 +504,11 @@ def bounces_for_address(session: Session, address: str, limit: int = 20) -> list
 __all__ = [
     "ACTOR",
     "IngestSummary",
+    "Link",
     "bounces_for_address",
     "bounces_of",
+    "claims_of",
+    "effect_text",
     "fingerprint",
     "ingest_mailbox",
     "ingest_message",
@@ -452,5 +516,4 @@ __all__ = [
     "ingest_source",
     "match",
     "unmatched",
-    "verp_return_path",
 ]

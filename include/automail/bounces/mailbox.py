@@ -146,11 +146,11 @@ class ImapSource:
             raise ValueError(f"IMAP folder {folder!r}: cannot select it ({data!r})")
 
     def messages(self) -> Iterator[Incoming]:
-        status, data = self.conn.uid("SEARCH", None, "UNSEEN")
+        status, data = self.conn.uid("SEARCH", "UNSEEN")
         if status != "OK":
             raise RuntimeError(f"IMAP SEARCH UNSEEN failed in {self.folder!r}: {data!r}")
         for uid in (data[0] or b"").split():
-            status, parts = self.conn.uid("FETCH", uid, "(BODY.PEEK[])")
+            status, parts = self.conn.uid("FETCH", uid.decode(), "(BODY.PEEK[])")
             raw = next((p[1] for p in parts or [] if isinstance(p, tuple)), None)
             if status != "OK" or raw is None:
                 log.warning("IMAP FETCH of UID %s in %s failed: %r", uid, self.folder, parts)
@@ -228,7 +228,12 @@ def open_source() -> BounceSource:
             log.debug("no %s connection (%s); using %s", CONN_ID, exc, default_folder())
         else:
             return source_from_fields(
-                conn.conn_type, conn.host, conn.port, conn.login, conn.password, conn.extra_dejson
+                conn.conn_type or "",
+                conn.host,
+                conn.port,
+                conn.login,
+                conn.password,
+                conn.extra_dejson,
             )
     folder = default_folder()
     folder.mkdir(parents=True, exist_ok=True)

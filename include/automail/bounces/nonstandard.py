@@ -112,7 +112,7 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
     """One BounceRecipient per address, classified on the text that follows its mention."""
     delayed = bool(_DELAY_RE.search(explanation))
     out = []
-    for addr in recipients or [None]:
+    for addr in [*recipients] if recipients else [None]:
         segment = segment_for(explanation, addr, recipients)
         # The slice after the address is most precise; fall back to the whole explanation.
         says_something = match_reason(segment) or find_enhanced(segment) or find_smtp_code(segment)

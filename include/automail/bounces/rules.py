@@ -235,4 +235,4 @@ def rejected_after_data(text: str) -> bool:
         return False
     flat = " ".join(text.split())
     m = _AFTER_DATA_RE.search(text) or _AFTER_DATA_RE.search(flat)
-    return bool(m) and not _PIPELINED_RCPT_RE.search(m.string[m.end() :])
+    return m is not None and not _PIPELINED_RCPT_RE.search(m.string[m.end() :])

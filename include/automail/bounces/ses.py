@@ -48,7 +48,7 @@ def parse_ses(text: str) -> ParsedBounce | None:
     if data is None:
         return None
     kind = str(data.get("notificationType", "")).lower()
-    mail = data.get("mail") if isinstance(data.get("mail"), dict) else {}
+    mail = given if isinstance(given := data.get("mail"), dict) else {}
     message_id, headers = _original(mail)
     recipients = []
     if kind == "bounce":

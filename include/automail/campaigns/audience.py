@@ -21,7 +21,6 @@ Rules, in order:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -31,8 +30,10 @@ import pandas as pd
 from sqlalchemy import Select, and_, exists, false, func, literal, select, true
 from sqlalchemy.orm import Session
 
+from automail.csv_safe import to_text
 from automail.models import Campaign, CampaignRecipient, Customer, Mail, Order
 from automail.states import CAMPAIGN, SENT
+from automail.tracking.audience import tracking_clauses
 
 FILTER_KEYS = {
     "prefectures": 'list of prefecture names, e.g. ["東京都", "大阪府"]',
@@ -43,7 +44,13 @@ FILTER_KEYS = {
     "has_coupon": "true/false: customer holds a coupon",
     "signed_up_from": "date YYYY-MM-DD or ISO datetime",
     "signed_up_to": "date YYYY-MM-DD (inclusive) or ISO datetime",
+    # issue 18 (automail.tracking.audience): people's opens/clicks only, never machines'.
+    "received_campaign": "campaign id: was delivered that campaign",
+    "opened_campaign": "campaign id: opened (or clicked in) that campaign",
+    "not_opened_campaign": "campaign id: did not open that campaign",
+    "clicked_link": "tracked link id: clicked that link",
 }
+TRACKING_KEYS = ("received_campaign", "opened_campaign", "not_opened_campaign", "clicked_link")
 CSV_COLUMNS = [
     "customer_id",
     "name",
@@ -90,6 +97,10 @@ def validate_filter(flt: dict | None) -> dict:
             raise ValueError(f"audience filter {key}: {value!r} is not a whole number >= 0")
         if key == "has_coupon" and not isinstance(value, bool):
             raise ValueError(f"audience filter has_coupon: {value!r} is not true/false")
+        if key in TRACKING_KEYS and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            raise ValueError(f"audience filter {key}: {value!r} is not an id (whole number >= 1)")
         if key.endswith(("_from", "_to")):
             _moment(key, value, "Asia/Tokyo", key.endswith("_to"))
     lo, hi = flt.get("min_purchases"), flt.get("max_purchases")
@@ -139,6 +150,7 @@ def filter_clauses(flt: dict, tz: str) -> tuple[list, bool, Any]:
         clauses.append(
             Customer.signed_up_at < _moment("signed_up_to", flt["signed_up_to"], tz, True)
         )
+    clauses += tracking_clauses(flt)
     count = func.coalesce(stats.c.purchase_count, 0)
     if "min_purchases" in flt:
         needs_stats = True
@@ -293,10 +305,11 @@ def audience_frame(session: Session, ids: Select) -> pd.DataFrame:
     return pd.DataFrame([tuple(r) for r in rows], columns=CSV_COLUMNS)
 
 
-def audience_csv(session: Session, ids: Select) -> str:
-    buf = io.StringIO()
-    audience_frame(session, ids).to_csv(buf, index=False)
-    return buf.getvalue()
+def audience_csv(session: Session, ids: Select, *, bom: bool = True) -> str:
+    """The audience as CSV text through the one CSV writer (automail.csv_safe)."""
+    frame = audience_frame(session, ids).astype(object)
+    rows = ([None if pd.isna(v) else v for v in r] for r in frame.itertuples(index=False))
+    return to_text(CSV_COLUMNS, rows, bom=bom)
 
 
 def count(session: Session, ids: Select) -> int:

@@ -1,13 +1,17 @@
 """Merge fields for newsletters and step mails (C1, C5, C10, F4).
 
 Subject/body are Jinja2 templates run in a sandbox (autoescaped for HTML bodies, so
-customer data cannot inject markup); the shop-system tags of the seeds are accepted
-too and mapped onto variables: [TENPO_NAME], [SIGN], [SIGN_M], [CUSTOMER_NAME],
-<#クーポンURL>, <#配信停止URL> / [UNSUBSCRIBE_URL]. Unknown variables render empty.
-Every body gets the unsubscribe link: appended unless the body already places it.
-Tags are translated by the shared `automail.rendering.tags` table when it is
-installed (fallback: the same table here); the environment is this module's own
-small sandbox because newsletters have no order/shipment context.
+customer data cannot inject markup); the seeds' shop tags ([TENPO_NAME], [SIGN],
+[CUSTOMER_NAME], <#クーポンURL>, <#配信停止URL> ...) are translated by the templates'
+tag table (automail.rendering.tags). Unknown variables render empty. The environment
+is this module's own (newsletters have no order/shipment context) but the same
+resource-limited sandbox as templates (automail.rendering.limits); a sample render at
+construction catches expression errors and resource bombs when a campaign or step is
+saved, not at send time.
+Every mail shows the unsubscribe link: after rendering, a body whose output does not
+show the recipient's link (a text body: the URL; an HTML body: a link to it outside
+comments) gets the standard block appended, so `{# unsubscribe_url #}` or a false
+`{% if %}` around it cannot send a mail without one.
 """
 
 from __future__ import annotations
@@ -18,21 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from jinja2 import ChainableUndefined
-from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup, escape
 
-# The seeds' tags (same fields as automail.rendering's tag table, which wins when present).
-TAGS = {
-    "[TENPO_NAME]": "shop_name",
-    "[SIGN]": "sign_pc",
-    "[SIGN_M]": "sign_mobile",
-    "[CUSTOMER_NAME]": "customer_name",
-    "[CUSTOMER_MAIL]": "customer_email",
-    "[CUSTOMER_PREF]": "customer_prefecture",
-    "<#クーポンURL>": "coupon_url",
-    "<#配信停止URL>": "unsubscribe_url",
-    "[UNSUBSCRIBE_URL]": "unsubscribe_url",
-}
+from automail.rendering.limits import MAX_SOURCE_CHARS, LimitedSandbox
+from automail.rendering.samples import SAMPLE_CUSTOMER, SAMPLE_EXTRA, SAMPLE_SHOP
+from automail.rendering.tags import to_jinja
+
 UNSUBSCRIBE_TEXT = "\n\n―――\n配信停止をご希望の方はこちら: {url}\n"
 UNSUBSCRIBE_HTML = (
     '\n<p style="font-size:small">配信停止をご希望の方は<a href="{url}">こちら</a></p>\n'
@@ -45,8 +40,8 @@ def _br(value: object) -> object:
     return Markup("<br>\n").join(escape(str(value)).split("\n"))
 
 
-def _env(html: bool) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(autoescape=html, undefined=ChainableUndefined)
+def _env(html: bool) -> LimitedSandbox:
+    env = LimitedSandbox(autoescape=html, undefined=ChainableUndefined)
     env.filters["br"] = _br
     return env
 
@@ -55,15 +50,8 @@ _ENVS = {"text": _env(False), "html": _env(True)}
 
 
 def tags_to_jinja(source: str, html: bool = False) -> str:
-    try:  # the shared tag table, so newsletters accept exactly the tags templates do
-        from automail.rendering.tags import to_jinja
-    except ImportError:
-        to_jinja = None
-    if to_jinja is not None:
-        return to_jinja(source, html=html)
-    for tag, var in TAGS.items():
-        source = source.replace(tag, "{{ " + var + " }}")
-    return source
+    """The shared tag table, so newsletters accept exactly the tags templates do."""
+    return to_jinja(source, html=html)
 
 
 def content_hash(body_format: str, subject: str, body: str, signature: str | None) -> str:
@@ -75,8 +63,18 @@ def content_hash(body_format: str, subject: str, body: str, signature: str | Non
     return h.hexdigest()
 
 
-def _places_unsubscribe(source: str) -> bool:
-    return bool(re.search(r"unsubscribe_url", tags_to_jinja(source)))
+_COMMENT = re.compile(r"<!--.*?(?:-->|$)", re.S)
+
+
+def shows_link(body: str, url: str, html: bool) -> bool:
+    """Whether a rendered body shows `url`: as text, or as an HTML link outside comments."""
+    if not html:
+        return url in body
+    visible = _COMMENT.sub("", body)
+    for form in {url, str(escape(url))}:
+        if re.search(r"""href\s*=\s*["']?""" + re.escape(form) + r"""(?:["'\s>]|$)""", visible):
+            return True
+    return False
 
 
 @dataclass
@@ -93,26 +91,51 @@ class CompiledContent:
         if body_format not in ("text", "html"):
             raise ValueError(f"body_format: {body_format!r} is not 'text' or 'html'")
         self.body_format = body_format
+        html = body_format == "html"
         body = body.rstrip("\n")
         if signature:
-            if body_format == "html":
+            if html:
                 body += "\n<br><br>" + signature.replace("\n", "<br>\n")
             else:
                 body += "\n\n" + signature
-        if not _places_unsubscribe(body):
-            block = UNSUBSCRIBE_HTML if body_format == "html" else UNSUBSCRIBE_TEXT
-            body += block.replace("{url}", "{{ unsubscribe_url }}")
+        for field, source in (("subject", subject), ("body", body)):
+            if len(source) > MAX_SOURCE_CHARS:
+                raise ValueError(
+                    f"{field}: too long: {len(source):,} characters (limit {MAX_SOURCE_CHARS:,})"
+                )
+        block = UNSUBSCRIBE_HTML if html else UNSUBSCRIBE_TEXT
+        field = "subject"
         try:
             self._subject = _ENVS["text"].from_string(tags_to_jinja(subject))
-            html = body_format == "html"
+            field = "body"
             self._body = _ENVS[body_format].from_string(tags_to_jinja(body, html))
+            self._block = _ENVS[body_format].from_string(
+                block.replace("{url}", "{{ unsubscribe_url }}")
+            )
+        except RecursionError:
+            raise ValueError(f"{field}: template error: nested too deeply") from None
         except Exception as exc:  # TemplateSyntaxError: name the field and the line
-            raise ValueError(f"subject/body: template error: {exc}") from exc
+            raise ValueError(f"{field}: template error: {exc}") from exc
+        # A sample render, so expression errors and resource bombs are refused now.
+        for customer in (SAMPLE_CUSTOMER, None):
+            self.render(context_for(SAMPLE_SHOP, customer, str(SAMPLE_EXTRA["unsubscribe_url"])))
 
     def render(self, context: dict[str, Any]) -> Content:
-        # F4: a subject is one header line; newlines from data must not split it.
-        subject = re.sub(r"[\r\n]+", " ", self._subject.render(context)).strip()
-        body = self._body.render(context)
+        field = "subject"
+        try:
+            # F4: a subject is one header line; newlines from data must not split it.
+            subject = re.sub(r"[\r\n]+", " ", self._subject.render(context)).strip()
+            field = "body"
+            body = self._body.render(context)
+            url = str(context.get("unsubscribe_url") or "")
+            if not url or not shows_link(body, url, self.body_format == "html"):
+                if self.body_format == "html" and body.rfind("<!--") > body.rfind("-->"):
+                    body += "-->"  # an unclosed comment would hide the block too
+                body += self._block.render(context)
+        except RecursionError:
+            raise ValueError(f"{field}: template failed to render: nested too deeply") from None
+        except Exception as exc:  # sandbox refusal or limit, errors in expressions
+            raise ValueError(f"{field}: template failed to render: {exc}") from exc
         if self.body_format == "html":
             return Content(subject, None, body)
         return Content(subject, body, None)

@@ -28,10 +28,12 @@ from automail.campaigns.content import CompiledContent, content_hash
 from automail.campaigns.events import transition
 from automail.campaigns.hours import window_for
 from automail.campaigns.mailing import MarketingMailer, create_mails
-from automail.db import take_write_lock
+from automail.campaigns.unsubscribe_spool import apply_pending as apply_spooled_unsubscribes
+from automail.db import rowcount, take_write_lock
 from automail.models import Campaign, CampaignCategory, Mail, Shop, Template
 from automail.sending.status import change_status_many
 from automail.states import CAMPAIGN, CANCELLED, ERROR, HELD, SENT, UNSENT
+from automail.tracking.links import tracker_for
 
 ACTIVE = ("scheduled", "preparing", "sending", "sent", "counting")
 RECOUNT_DAYS = 7  # late bounces (DSNs) keep changing the counts for about a week
@@ -133,8 +135,12 @@ def start_sending(session: Session, campaign: Campaign, now: datetime, report: T
     session.flush()
     tz = settings.get(session, "campaign_timezone")
     ids = audience.campaign_audience(session, campaign, tz)
-    shop = session.get(Shop, campaign.shop_id)
-    mailer = MarketingMailer(session, shop, CompiledContent(subject, body, fmt, campaign.signature))
+    shop = session.get_one(Shop, campaign.shop_id)
+    tracker = tracker_for(session, "campaign", campaign.id, body, fmt, campaign)
+    compiled = CompiledContent(
+        subject, tracker.template if tracker else body, fmt, campaign.signature
+    )
+    mailer = MarketingMailer(session, shop, compiled, tracker)
     # Created unreleased (due_at NULL): the send claim skips a newsletter mail until the
     # gate below releases it inside the allowed hours and the quota.
     created = create_mails(
@@ -207,11 +213,13 @@ def gate(session: Session, campaign: Campaign, now: datetime, report: TickReport
     if not window.contains(now):
         opens = window.next_open(now)
         note = f"{HOURS_PREFIX} {window.describe()}; waits until {opens.isoformat()}"
-        unreleased = session.execute(
-            update(Mail)
-            .where(mine, Mail.due_at.is_(None))
-            .values(next_attempt_at=opens, last_error=note)
-        ).rowcount
+        unreleased = rowcount(
+            session.execute(
+                update(Mail)
+                .where(mine, Mail.due_at.is_(None))
+                .values(next_attempt_at=opens, last_error=note)
+            )
+        )
         # Released mails (e.g. waiting for a retry) must not go out before the opening either.
         retry_wait = and_(
             _campaign_mails(campaign.id), Mail.status == ERROR, Mail.next_attempt_at < opens
@@ -228,7 +236,7 @@ def gate(session: Session, campaign: Campaign, now: datetime, report: TickReport
         )
         report.held_for_hours += unreleased or 0
         return
-    shop = session.get(Shop, campaign.shop_id)
+    shop = session.get_one(Shop, campaign.shop_id)
     waiting = select(Mail.id).where(mine, Mail.due_at.is_(None)).order_by(Mail.id)
     left = None
     if shop.monthly_quota is not None:
@@ -252,11 +260,13 @@ def gate(session: Session, campaign: Campaign, now: datetime, report: TickReport
             f"{QUOTA_PREFIX} of shop {shop.code} reached: {q.used}/{q.limit} newsletter mails "
             f"used in {month}; waits until {resume.isoformat()}"
         )
-        held = session.execute(
-            update(Mail)
-            .where(mine, Mail.due_at.is_(None))
-            .values(next_attempt_at=resume, last_error=note)
-        ).rowcount
+        held = rowcount(
+            session.execute(
+                update(Mail)
+                .where(mine, Mail.due_at.is_(None))
+                .values(next_attempt_at=resume, last_error=note)
+            )
+        )
         report.held_for_quota += held or 0
     session.flush()
 
@@ -323,6 +333,7 @@ def tick(
     now = now or datetime.now(UTC)
     report = TickReport()
     take_write_lock(session)
+    apply_spooled_unsubscribes(session)  # opt-outs the public page could not write at once
     query = (
         select(Campaign)
         .where(Campaign.status.in_(ACTIVE))

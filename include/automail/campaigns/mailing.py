@@ -25,6 +25,7 @@ from automail.campaigns.unsubscribe import (
     secret_key,
 )
 from automail.models import Customer, Mail, Shop
+from automail.tracking.links import Tracker
 
 CHUNK = 2000
 RECIPIENT_COLUMNS = (
@@ -62,9 +63,16 @@ def iter_recipients(session: Session, ids: Select) -> Iterator[list[Any]]:
 class MarketingMailer:
     """Builds marketing mail rows of one shop: merge fields + unsubscribe link/headers."""
 
-    def __init__(self, session: Session, shop: Shop, compiled: CompiledContent):
+    def __init__(
+        self,
+        session: Session,
+        shop: Shop,
+        compiled: CompiledContent,
+        tracker: Tracker | None = None,
+    ):
         self.shop = shop
         self.compiled = compiled
+        self.tracker = tracker  # opens/clicks (automail.tracking), None when off
         self.key = secret_key()
         self.base = str(settings.get(session, "public_base_url")).rstrip("/")
         self.mailto = shop.contact_address
@@ -76,7 +84,10 @@ class MarketingMailer:
         self, customer: Any, *, kind: str, source_key: str, now: datetime, **extra: Any
     ) -> dict:
         url = self.unsubscribe_url(customer.id)
-        content = self.compiled.render(context_for(self.shop, customer, url))
+        context = context_for(self.shop, customer, url)
+        if self.tracker is not None:  # compiled from tracker.template: fill its two fields
+            context.update(self.tracker.context(source_key))
+        content = self.compiled.render(context)
         return {
             "shop_id": self.shop.id,
             "kind": kind,

@@ -61,6 +61,9 @@ def create_campaign(
     skip_already_received: bool = False,
     now: datetime | None = None,
     actor: str = "system",
+    track_opens: bool = False,
+    track_clicks: bool = False,
+    track_text_links: bool = False,
 ) -> Campaign:
     """Schedule a newsletter; a fixed audience is frozen here (C3)."""
     now = now or datetime.now(UTC)
@@ -116,6 +119,9 @@ def create_campaign(
         dedupe_newest=dedupe_newest,
         skip_already_received=skip_already_received,
         status_changed_at=now,
+        track_opens=bool(track_opens),
+        track_clicks=bool(track_clicks),
+        track_text_links=bool(track_text_links),
     )
     session.add(campaign)
     session.flush()

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from automail.addresses import check_address
 from automail.campaigns import audience
 from automail.campaigns.content import CompiledContent, context_for
 from automail.campaigns.lifecycle import _content
@@ -27,18 +28,6 @@ from automail.states import CAMPAIGN
 
 def parse_address_list(text: str) -> list[str]:
     """A comma-separated address list; every bad address is named in one error."""
-    try:
-        from automail.addresses import check_address
-    except ImportError:  # pragma: no cover - the shared checker is part of the project
-        from email_validator import EmailNotValidError, validate_email
-
-        def check_address(address: str) -> str | None:
-            try:
-                validate_email(address, check_deliverability=False)
-            except EmailNotValidError as exc:
-                return f"address {address!r} is invalid: {exc}"
-            return None
-
     addresses = [a.strip() for a in (text or "").split(",") if a.strip()]
     if not addresses:
         raise ValueError(f"to: {text!r} holds no address (comma-separated list expected)")
@@ -55,7 +44,7 @@ def create_test_mails(
     now = now or datetime.now(UTC)
     addresses = parse_address_list(to)
     campaign = get_campaign(session, campaign_id)
-    shop = session.get(Shop, campaign.shop_id)
+    shop = session.get_one(Shop, campaign.shop_id)
     subject, body, fmt = _content(session, campaign)
     mailer = MarketingMailer(session, shop, CompiledContent(subject, body, fmt, campaign.signature))
     sample = audience.newest_eligible(session, shop.id)

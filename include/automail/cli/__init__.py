@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from automail.db import StoreConnectionError, StoreNotMigrated
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     from automail.sending.smtp import _logs_off_stdout
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     _logs_off_stdout()  # stdout carries the command's output only
     try:
         result = args.func(args)
-    except (CliError, ValueError, LookupError) as exc:
+    except (CliError, ValueError, LookupError, StoreNotMigrated, StoreConnectionError) as exc:
         print(f"automail: error: {exc}", file=sys.stderr)
         return 2
     return int(result or 0)

@@ -84,6 +84,7 @@ def _bounce_dict(b) -> dict:  # noqa: ANN001
         "mail_id": b.mail_id,
         "matched_by": b.matched_by,
         "effect": b.effect,
+        "trust": b.trust,
         "original_message_id": b.original_message_id,
         "source": b.source,
         "diagnostic": b.diagnostic,
@@ -98,12 +99,15 @@ def _print_bounces(rows: list, as_json: bool) -> None:
     print(
         f"{'ID':>6}  {'RECEIVED':16}  {'OUTCOME':7}  {'CODE':10}  {'MAIL':>8}  RECIPIENT / REASON"
     )
+    from automail.bounces.ingest import effect_text
+
     for b in rows:
         code = " ".join(str(c) for c in (b.smtp_code, b.enhanced_code) if c) or "-"
         mail = str(b.mail_id) if b.mail_id is not None else "unmatched"
         print(
             f"{b.id:>6}  {_time(b.received_at):16}  {b.outcome:7}  {code:10}  {mail:>8}  "
-            f"{b.recipient or '(no recipient)'}  {b.reason or ''} [{b.kind}, {b.effect}]"
+            f"{b.recipient or '(no recipient)'}  {b.reason or ''} "
+            f"[{b.kind}, {effect_text(b.effect, b.trust)}]"
         )
 
 

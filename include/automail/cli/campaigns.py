@@ -21,6 +21,7 @@ from automail.campaigns import (
     tick,
 )
 from automail.campaigns.audience import count
+from automail.cli import tracking_cmds
 from automail.cli.times import parse_time
 from automail.db import session_factory, session_scope
 from automail.models import Campaign, CampaignCategory, CampaignEvent, Shop
@@ -51,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--no-dedupe", action="store_true", help="send to every customer of an address")
     c.add_argument("--skip-already-received", action="store_true")
+    tracking_cmds.add_switches(c)
     c.set_defaults(func=_create)
 
     t = cmd.add_parser("test-send", help="send a test to comma-separated addresses now")
@@ -92,6 +94,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--send", action="store_true", help="then one send run (every due kind, by priority)"
     )
     r.set_defaults(func=_run)
+    tracking_cmds.add_campaign_commands(cmd)
 
 
 def _shop(session, code: str) -> Shop:  # noqa: ANN001
@@ -148,6 +151,7 @@ def _create(args: argparse.Namespace) -> None:
             dedupe_newest=False if args.no_dedupe else None,
             skip_already_received=args.skip_already_received,
             actor="cli",
+            **tracking_cmds.switches(args),
         )
         print(
             f"campaign {campaign.id} scheduled for {campaign.scheduled_at.isoformat()}: {campaign.status_reason}"
@@ -168,11 +172,12 @@ def _audience(args: argparse.Namespace) -> None:
         if args.csv is None:
             print(f"campaign {campaign.id}: {count(session, ids)} recipients if sent now")
             return
-        text = audience_csv(session, ids)
-        if str(args.csv) == "-":
+        to_stdout = str(args.csv) == "-"
+        text = audience_csv(session, ids, bom=not to_stdout)  # BOM: for Excel, not pipes
+        if to_stdout:
             print(text, end="")
         else:
-            args.csv.write_text(text, encoding="utf-8")
+            args.csv.write_text(text, encoding="utf-8", newline="")
             print(f"wrote {text.count(chr(10)) - 1} recipients to {args.csv}")
 
 

@@ -181,7 +181,8 @@ def _show(args: argparse.Namespace) -> None:
     for b in d.bounces:
         print(
             f"{local_minute(b.received_at, tz)} {b.kind} {b.outcome} {b.smtp_code or ''} "
-            f"{b.enhanced_code or ''} {b.reason or ''} (matched by {b.matched_by}, {b.effect}) "
+            f"{b.enhanced_code or ''} {b.reason or ''} "
+            f"(matched by {b.matched_by}, {b.trust or 'no link'}: {b.effect_text}) "
             f"{b.diagnostic or ''}"
         )
     if not d.bounces:

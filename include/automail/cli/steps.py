@@ -9,6 +9,7 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
+from automail.cli import tracking_cmds
 from automail.cli.times import parse_time
 from automail.db import session_scope
 from automail.models import Mail, Shop, StepSequence
@@ -25,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--event", required=True, choices=START_EVENTS, help="start event")
     c.add_argument("--filter", default="{}", help="audience filter JSON (as for campaigns)")
     c.add_argument("--starts-from", help="ignore start events before this (ISO 8601); default now")
+    c.add_argument("--start-link", type=int, help="tracked link id, for --event click")
+    c.add_argument("--allow-restart", action="store_true", help="each order/click starts it again")
+    tracking_cmds.add_switches(c)
     c.set_defaults(func=_create)
 
     a = cmd.add_parser("add-step", help="append a step to a sequence")
@@ -42,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = cmd.add_parser("run", help="create the step mails due by --until (default now)")
     r.add_argument("--until", help="ISO 8601 (UTC if no zone)")
     r.set_defaults(func=_run)
+    tracking_cmds.add_step_commands(cmd)
 
 
 def _create(args: argparse.Namespace) -> None:
@@ -60,9 +65,12 @@ def _create(args: argparse.Namespace) -> None:
             start_event=args.event,
             audience_filter=flt,
             starts_from=parse_time("--starts-from", args.starts_from) if args.starts_from else None,
+            start_link_id=args.start_link,
+            allow_restart=args.allow_restart,
+            **tracking_cmds.switches(args),
         )
         print(
-            f"sequence {seq.id} {seq.name!r}: start={seq.start_event}, from {seq.starts_from.isoformat()}"
+            f"sequence {seq.id} {seq.name!r}: start={seq.start_event}, from {seq.starts_from.isoformat() if seq.starts_from else 'now'}"
         )
 
 

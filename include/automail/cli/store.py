@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_downgrade)
     db.add_parser("current", help="show store URL and schema revision").set_defaults(func=_current)
 
-    seed = sub.add_parser("seed-demo", help="create demo shops, customers and orders")
+    seed = sub.add_parser(
+        "seed-demo", help="create demo shops; write their order/customer CSVs and import them"
+    )
     seed.add_argument("--customers", type=int, default=1000, help="per shop")
     seed.add_argument("--orders", type=int, default=1500, help="per shop")
     seed.set_defaults(func=_seed)

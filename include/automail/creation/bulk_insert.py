@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import psycopg2.errors
 from sqlalchemy import text
@@ -53,7 +54,7 @@ def _copy_pg(session: Session, rows: Sequence[tuple]) -> int:
     buf.writelines("\t".join(map(_copy_field, row)) + "\n" for row in rows)
     buf.seek(0)
     conn = session.connection()
-    raw = conn.connection.dbapi_connection
+    raw: Any = conn.connection.dbapi_connection  # psycopg2: cursors are context managers
     # The caller left out the keys that had their mail a moment ago, so COPY straight
     # into `mails` nearly always succeeds; only a concurrent run creating the same
     # keys makes it fail, and then the savepoint undoes it and the staging path skips
@@ -86,9 +87,9 @@ def _copy_pg(session: Session, rows: Sequence[tuple]) -> int:
 
 def _insert_sqlite(session: Session, rows: Sequence[tuple]) -> int:
     stmt = sqlite.insert(Mail.__table__).on_conflict_do_nothing()
-    before = session.connection().exec_driver_sql("SELECT total_changes()").scalar()
+    before = session.connection().exec_driver_sql("SELECT total_changes()").scalar_one()
     session.connection().execute(stmt, [dict(zip(COLUMNS, row, strict=True)) for row in rows])
-    after = session.connection().exec_driver_sql("SELECT total_changes()").scalar()
+    after = session.connection().exec_driver_sql("SELECT total_changes()").scalar_one()
     return after - before
 
 

@@ -67,7 +67,11 @@ class CreationReport:
         return sum(self.created.values())
 
 
-def _check_interval(start: datetime, end: datetime) -> None:
+def _check_interval(start: datetime | None, end: datetime) -> None:
+    if start is None:  # a run without a data interval (windows.run_interval)
+        if end.tzinfo is None:
+            raise ValueError(f"end must be timezone-aware, got {end!r}")
+        return
     if start.tzinfo is None or end.tzinfo is None:
         raise ValueError(f"start/end must be timezone-aware, got {start!r} / {end!r}")
     if not start < end:
@@ -75,8 +79,12 @@ def _check_interval(start: datetime, end: datetime) -> None:
 
 
 def plan(
-    session: Session, start: datetime, end: datetime, kinds: tuple[str, ...] = TRANSACTIONAL_KINDS
+    session: Session,
+    start: datetime | None,
+    end: datetime,
+    kinds: tuple[str, ...] = TRANSACTIONAL_KINDS,
 ) -> list[Job]:
+    """One Job per switched-on kind; `start=None`: a run without a data interval."""
     _check_interval(start, end)
     jobs = []
     for shop, smk in enabled_kinds(session):
@@ -158,7 +166,9 @@ def run_job(
                 job,
                 src,
                 renderer,
-                src.shipment.confirmed_at + delay if job.kind == FOLLOW_UP else None,
+                src.shipment.confirmed_at + delay
+                if src.shipment and job.kind == FOLLOW_UP
+                else None,
                 now,
                 run_id,
             )

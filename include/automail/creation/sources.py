@@ -87,6 +87,10 @@ def stream_sources(
     partition: int = 0,
     partitions: int = 1,
 ) -> Iterator[list[SourceRow]]:
+    if type(chunk_size) is not int or chunk_size < 1:
+        # LIMIT 0 reads nothing and would look like an empty window: the run would then
+        # mark the window covered and its orders would never get mails.
+        raise ValueError(f"creation_chunk_size: {chunk_size!r} must be a whole number >= 1")
     by_order = kind == ORDER_CONFIRMATION
     time_col = Order.ordered_at if by_order else Shipment.confirmed_at
     id_col = Order.id if by_order else Shipment.id

@@ -9,15 +9,22 @@ A run for the data interval [start, end) covers events with time < end and
   - otherwise from `start`;
   always widened by `creation_overlap_minutes` (default 1 day) so orders imported late
   into the store (mall imports lag) still get their mail.
+A run without a data interval (▷ Trigger in the UI, `airflow dags trigger`, a run
+started by an asset event) has no [start, end) of its own: it covers up to now, from
+where each kind's coverage stopped (or its lookback on a first run) — see run_interval.
 Events older than (switch-on - lookback) never get a mail: the kind was off then.
 Follow-up's event time is its due time, shipment confirmation + the follow-up delay.
 Creation is idempotent, so overlapping windows (reruns, backfills) are harmless.
+
+A run without a data interval (triggered by hand, or by the import's asset event)
+covers from the earliest `covered_until` of the switched-on kinds to now: see
+`run_interval`, the one place that decides it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.orm import Session
 
@@ -43,18 +50,32 @@ def follow_up_delay(session: Session) -> timedelta:
     return timedelta(minutes=settings.get(session, "follow_up_delay_minutes"))
 
 
-def window_for(session: Session, smk: ShopMailKind, start: datetime, end: datetime) -> Window:
+def run_interval(
+    start: datetime | None, end: datetime | None, now: datetime | None = None
+) -> tuple[datetime | None, datetime]:
+    """What a DAG run covers: its data interval, or, for a run without one (manual
+    trigger, asset event), (None, now): up to now, from where coverage stopped."""
+    if end is None:
+        return None, now or datetime.now(UTC)
+    return start, end
+
+
+def window_for(
+    session: Session, smk: ShopMailKind, start: datetime | None, end: datetime
+) -> Window:
     if smk.enabled_at is None:
         raise ValueError(f"shop {smk.shop_id} kind {smk.kind}: enabled without enabled_at")
     earliest = smk.enabled_at - lookback(session, smk.kind)
     # Follow-up events are due times; shift back to shipment confirmation times.
     shift = follow_up_delay(session) if smk.kind == FOLLOW_UP else timedelta(0)
-    first_run = smk.covered_until is None
-    if first_run:
+    covered = smk.covered_until
+    first_run = covered is None
+    if covered is None:
         lower = earliest
     else:
         overlap = timedelta(minutes=settings.get(session, "creation_overlap_minutes"))
-        lower = max(min(start, smk.covered_until) - overlap - shift, earliest)
+        since = covered if start is None else min(start, covered)
+        lower = max(since - overlap - shift, earliest)
     return Window(lower=lower, upper=end - shift, first_run=first_run)
 
 

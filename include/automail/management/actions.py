@@ -49,8 +49,19 @@ SEND_ACTIONS = ("send", "resend")
 ALL_ACTIONS = (*TARGET, *SEND_ACTIONS)
 
 
+MAX_MAIL_ID = 2**63 - 1  # BIGINT: larger numbers cannot name a mail on either store
+
+
 class ActionError(ValueError):
     """The whole action was refused (bad input, mail server stopped...)."""
+
+
+class CopySavedNotSent(ActionError):
+    """Copy-and-send: the copy is saved (`new_mail_id`) but sending it was refused."""
+
+    def __init__(self, new_mail_id: int, reason: str) -> None:
+        super().__init__(f"the copy was saved as mail {new_mail_id}, but {reason}")
+        self.new_mail_id = new_mail_id
 
 
 @dataclass
@@ -106,11 +117,13 @@ def _clean_ids(ids: Iterable[int | str]) -> list[int]:
     out: list[int] = []
     for raw in ids:
         try:
+            if isinstance(raw, str) and not (raw.isascii() and raw.strip().isdigit()):
+                raise ValueError(raw)  # "１", "1e3", "0x1", "1_0": not how a mail id is written
             value = int(raw)
         except (TypeError, ValueError):
             raise ActionError(f"ids: {raw!r} is not a mail id") from None
-        if value < 1:
-            raise ActionError(f"ids: {raw!r} is not a mail id")
+        if not 1 <= value <= MAX_MAIL_ID:
+            raise ActionError(f"ids: {str(raw)[:40]!r} is not a mail id (1 … {MAX_MAIL_ID})")
         out.append(value)
     return list(dict.fromkeys(out))  # keep order, drop repeats
 
@@ -264,6 +277,7 @@ def send(
     """
     from automail.sending import SendingStopped, send_now
     from automail.sending.smtp import RelayConfigs
+    from automail.signing import MissingSecretKey, secret_key
 
     if action not in SEND_ACTIONS:
         raise ActionError(f"action: {action!r} is not one of {', '.join(SEND_ACTIONS)}")
@@ -281,6 +295,10 @@ def send(
         # Each shop's relay settings are read when its batch goes; one that cannot be
         # read gives its claims back at once and names the relay in the refusals.
         smtp = smtp or RelayConfigs()
+        try:  # likewise the signing key every sent mail carries (automail.bounce_links)
+            secret_key()
+        except MissingSecretKey as exc:
+            raise ActionError(f"{action}: {exc}; nothing was sent") from None
         take_write_lock(session)
         for chunk in _chunks(id_list):
             vetted = _vet(session, chunk, action, now, result)
@@ -420,7 +438,10 @@ def copy_and_send(
         result = ActionResult(action="copy", actor=actor, requested=1, done=[copy_id])
         result.new_mail_id = copy_id
         return result
-    result = send(factory, [copy_id], actor, smtp=smtp, audit={"copy_of": int(mail_id)})
+    try:
+        result = send(factory, [copy_id], actor, smtp=smtp, audit={"copy_of": int(mail_id)})
+    except ActionError as exc:  # e.g. mail server stopped: say both what was kept and why
+        raise CopySavedNotSent(copy_id, str(exc)) from None
     result.new_mail_id = copy_id
     return result
 

@@ -11,8 +11,8 @@ from email.headerregistry import Address
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from automail.bounces.ingest import bounces_of
-from automail.models import Mail, MailEvent, SendAttempt, Shop
+from automail.bounces.ingest import bounces_of, effect_text
+from automail.models import Customer, Mail, MailEvent, Order, SendAttempt, Shop
 from automail.states import ACTION_FROM, KIND_LABELS, ROW_ACTION_LABEL
 
 
@@ -57,6 +57,11 @@ class BounceRow:
     diagnostic: str | None
     matched_by: str | None
     effect: str | None
+    trust: str | None = None  # signed | unsigned | bad_signature (bounces.ingest)
+
+    @property
+    def effect_text(self) -> str:
+        return effect_text(self.effect, self.trust)
 
 
 @dataclass(frozen=True)
@@ -89,6 +94,8 @@ class MailDetail:
     attempts: list[Attempt]
     events: list[Event]
     bounces: list[BounceRow]
+    order_number: str | None = None  # the shop's order number (RICE-001325)
+    customer_name: str | None = None
 
     @property
     def row_action(self) -> str | None:
@@ -127,7 +134,12 @@ def headers_of(mail: Mail) -> list[tuple[str, str]]:
     return out
 
 
+MAX_MAIL_ID = 2**63 - 1  # BIGINT: a larger number names no mail (and no driver takes it)
+
+
 def get_detail(session: Session, mail_id: int) -> MailDetail:
+    if not 1 <= mail_id <= MAX_MAIL_ID:
+        raise MailNotFound(mail_id)
     mail = session.get(Mail, mail_id)
     if mail is None:
         raise MailNotFound(mail_id)
@@ -194,7 +206,14 @@ def get_detail(session: Session, mail_id: int) -> MailDetail:
                 b.diagnostic,
                 b.matched_by,
                 b.effect,
+                b.trust,
             )
             for b in bounces_of(session, mail_id)
         ],
+        order_number=session.scalar(select(Order.order_number).where(Order.id == mail.order_id))
+        if mail.order_id
+        else None,
+        customer_name=session.scalar(select(Customer.name).where(Customer.id == mail.customer_id))
+        if mail.customer_id
+        else None,
     )

@@ -3,8 +3,13 @@ field-named errors, turned into one SQL query for the page, the count, the ids
 ("select all matching") and the CSV export.
 
 The work of a page is bounded over millions of mails: rows come newest first from the
-`(status, created_at, id)` / `(created_at, id)` indexes with LIMIT, and the count stops
-at COUNT_CAP + 1 matches (shown as "1,000+"). A body search on PostgreSQL reads mails
+`(status, created_at, id)` / `(created_at, id)` indexes with LIMIT. The count is exact:
+up to COUNT_CAP matches it falls out of the page query, beyond that one count(*) that
+PostgreSQL answers from those indexes (index-only). One exception, on request only:
+a body search on PostgreSQL with more than COUNT_CAP matches tests the body of every
+match to count them (a phrase in a third of 1M mails: ~0.4-0.8 s), so `search(...,
+exact=False)` - the screen's default for body searches - shows "1,000+" and counts
+exactly when asked (bench/search.py measures every count shape). A body search on PostgreSQL reads mails
 already indexed through the partial trigram indexes and the few not yet indexed
 (automail.search_index) through the partial pending index; SQLite scans with
 lower() LIKE. `%` and `_` typed by the user are literal on both stores.
@@ -21,7 +26,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import Select, and_, func, literal, literal_column, not_, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from automail.models import Mail, Shop
+from automail.models import Customer, Mail, Order, Shop
 from automail.states import KIND_LABELS, MAIL_KINDS, MAIL_STATUSES, UNSENT
 
 ALL = "all"
@@ -29,10 +34,14 @@ SORTS = ("created_desc", "created_asc")
 MAX_PER_PAGE = 500
 DEFAULT_PER_PAGE = 50
 LIKE_ESCAPE = "\\"
-# Exact count up to this many matches, then "1,000+". Counting costs one body test per
-# candidate until the cap is reached (PostgreSQL ILIKE on Japanese text ~7 µs a row):
-# 10,000 matches of a phrase in a third of the mails took ~210 ms, 1,000 take ~25 ms.
+# Up to this many matches the page query counts them too (one pass, PostgreSQL); more
+# matches take a separate count(*) and the page comes from the ordered-candidates plan.
 COUNT_CAP = 1_000
+# Bounds that keep every value representable in both stores (OFFSET is a bigint; a day
+# ± the zone offset must stay a datetime): outside them the field is refused by name.
+MAX_PAGE = 1_000_000
+FIRST_DAY = date(1900, 1, 1)
+LAST_DAY = date(9998, 12, 31)
 
 
 class FilterError(ValueError):
@@ -104,13 +113,19 @@ def parse_filter(params: Mapping[str, Any], tz: str = "Asia/Tokyo") -> MailFilte
             try:
                 days[key] = date.fromisoformat(raw)
             except ValueError:
-                errors.append(f"{key}: {raw!r} is not a date (YYYY-MM-DD)")
+                errors.append(f"{key}: {raw[:40]!r} is not a date (YYYY-MM-DD)")
+                continue
+            if not FIRST_DAY <= days[key] <= LAST_DAY:  # type: ignore[operator]
+                errors.append(f"{key}: '{raw}' is outside {FIRST_DAY} … {LAST_DAY}")
+                days[key] = None
     if days["sent_from"] and days["sent_to"] and days["sent_from"] > days["sent_to"]:
         errors.append(f"sent_to: '{days['sent_to']}' is before sent_from '{days['sent_from']}'")
     sort = _text(params, "sort") or "created_desc"
     if sort not in SORTS:
         errors.append(f"sort: {sort!r} is not one of {', '.join(SORTS)}")
     page = _positive_int(params, "page", 1, errors)
+    if page > MAX_PAGE:
+        errors.append(f"page: '{page}' is more than {MAX_PAGE}")
     per_page = _positive_int(params, "per_page", DEFAULT_PER_PAGE, errors)
     if per_page > MAX_PER_PAGE:
         errors.append(f"per_page: '{per_page}' is more than {MAX_PER_PAGE}")
@@ -144,9 +159,11 @@ def _positive_int(params: Mapping[str, Any], key: str, default: int, errors: lis
     if raw is None:
         return default
     try:
+        if not raw.isascii() or len(raw) > 30:  # full-width digits, 10**4300-digit input
+            raise ValueError(raw)
         value = int(raw)
     except ValueError:
-        errors.append(f"{key}: {raw!r} is not a whole number")
+        errors.append(f"{key}: {raw[:40]!r} is not a whole number")
         return default
     if value < 1:
         errors.append(f"{key}: '{value}' must be 1 or more")
@@ -233,23 +250,25 @@ class ResultRow:
     status: str
     sent_at: datetime | None
     subject: str
+    customer_name: str | None = None
+    order_number: str | None = None  # the shop's number (RICE-001325), not our order id
 
 
 @dataclass(frozen=True)
 class SearchResult:
     filter: MailFilter
-    total: int  # exact when not `capped`; COUNT_CAP when there are more matches
+    total: int  # exact unless `capped`
     rows: list[ResultRow]
-    capped: bool = False  # more than COUNT_CAP mails match
+    capped: bool = False  # a body search not counted exactly: more than `total` match
 
     @property
     def total_label(self) -> str:
-        """What the screen and CLI print: "1,234" or "10,000+"."""
+        """What the screen and CLI print: "1,234" (or "1,000+" when capped)."""
         return f"{self.total:,}+" if self.capped else f"{self.total:,}"
 
     @property
     def pages(self) -> int:
-        """Pages within the counted matches (at least 1); more may follow when capped."""
+        """Pages of the matches (at least 1)."""
         return max(1, -(-self.total // self.filter.per_page))
 
     @property
@@ -269,13 +288,10 @@ def _ordering(f: MailFilter) -> tuple[Any, Any]:
     return Mail.created_at.desc(), Mail.id.desc()
 
 
-def capped_count(session: Session, clauses: list[Any], cap: int | None = None) -> tuple[int, bool]:
-    """(count, capped): stops reading after cap + 1 matches (cap: COUNT_CAP), so an
-    unselective search costs a bounded scan instead of counting every match."""
-    cap = COUNT_CAP if cap is None else cap
-    limited = select(literal(1)).select_from(Mail).where(*clauses).limit(cap + 1).subquery()
-    n = session.scalar(select(func.count()).select_from(limited)) or 0
-    return (cap, True) if n > cap else (n, False)
+def exact_count(session: Session, clauses: list[Any]) -> int:
+    """count(*) of the matches: index-only on PostgreSQL for status/kind/shop/sent
+    conditions ((status, created_at, id), (status, sent_at) INCLUDE (…))."""
+    return session.scalar(select(func.count()).select_from(Mail).where(*clauses)) or 0
 
 
 _ROW_COLUMNS = (
@@ -287,6 +303,8 @@ _ROW_COLUMNS = (
     Mail.status,
     Mail.sent_at,
     Mail.subject,
+    Customer.name,
+    Order.order_number,
 )
 
 
@@ -301,18 +319,24 @@ def _result_row(r: Any) -> ResultRow:
         status=r[5],
         sent_at=r[6],
         subject=r[7],
+        customer_name=r[8],
+        order_number=r[9],
+    )
+
+
+def _row_query() -> Select[Any]:
+    return (
+        select(*_ROW_COLUMNS)  # type: ignore[return-value]  # more columns than Select types
+        .join(Shop, Shop.id == Mail.shop_id)
+        .outerjoin(Customer, Customer.id == Mail.customer_id)
+        .outerjoin(Order, Order.id == Mail.order_id)
     )
 
 
 def _rows_by_id(session: Session, ids: list[int]) -> list[ResultRow]:
     if not ids:
         return []
-    found = {
-        r[0]: _result_row(r)
-        for r in session.execute(
-            select(*_ROW_COLUMNS).join(Shop, Shop.id == Mail.shop_id).where(Mail.id.in_(ids))
-        )
-    }
+    found = {r[0]: _result_row(r) for r in session.execute(_row_query().where(Mail.id.in_(ids)))}
     return [found[i] for i in ids if i in found]
 
 
@@ -370,8 +394,8 @@ def _ordered_page_pg(session: Session, f: MailFilter, plain: list[Any]) -> list[
         else (created.desc(), Mail.id.desc())
     )
     while True:
-        cand = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)
-        cand = (cand.limit(k) if k is not None else cand).subquery("c")
+        page = select(Mail.id, Mail.created_at).where(*plain).order_by(*ordering)
+        cand = (page.limit(k) if k is not None else page).subquery("c")
         query = select(cand.c.id)
         if f.body:
             m = aliased(Mail)
@@ -388,28 +412,27 @@ def _ordered_page_pg(session: Session, f: MailFilter, plain: list[Any]) -> list[
         k = k * 20 if k < 100_000 else None
 
 
-def search(session: Session, f: MailFilter) -> SearchResult:
+def search(session: Session, f: MailFilter, *, exact: bool = True) -> SearchResult:
+    """The page and the count; `exact=False` lets a big body search skip the count."""
     plain, body = _split_clauses(session, f)
     clauses = plain + ([body] if body is not None else [])
     if session.get_bind().dialect.name != "postgresql":
-        total, capped = capped_count(session, clauses)
         query = (
-            select(*_ROW_COLUMNS)
-            .join(Shop, Shop.id == Mail.shop_id)
+            _row_query()
             .where(*clauses)
             .order_by(*_ordering(f))
             .limit(f.per_page)
             .offset((f.page - 1) * f.per_page)
         )
         rows = [_result_row(r) for r in session.execute(query)]
-        return SearchResult(filter=f, total=total, rows=rows, capped=capped)
+        return SearchResult(filter=f, total=exact_count(session, clauses), rows=rows)
     n, ids = _first_matches_pg(session, f, clauses)
-    capped = n > COUNT_CAP
-    if capped:
+    capped = False
+    if n > COUNT_CAP:
+        capped = body is not None and not exact
+        n = COUNT_CAP if capped else exact_count(session, clauses)
         ids = _ordered_page_pg(session, f, plain)
-    return SearchResult(
-        filter=f, total=min(n, COUNT_CAP), rows=_rows_by_id(session, ids), capped=capped
-    )
+    return SearchResult(filter=f, total=n, rows=_rows_by_id(session, ids), capped=capped)
 
 
 def matching_ids(
@@ -431,3 +454,10 @@ def local_minute(value: datetime | None, tz: str) -> str:
     if value is None:
         return ""
     return value.astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def zone_label(tz: str, at: datetime | None = None) -> str:
+    """How a time column names its zone: "JST (UTC+09:00)"."""
+    moment = (at or datetime.now(ZoneInfo("UTC"))).astimezone(ZoneInfo(tz))
+    offset = moment.strftime("%z")
+    return f"{moment.tzname()} (UTC{offset[:3]}:{offset[3:]})"

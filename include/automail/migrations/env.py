@@ -5,6 +5,7 @@ from __future__ import annotations
 from alembic import context
 
 from automail.db import make_engine, resolve_url
+from automail.migrate import include_object_for
 from automail.models import Base
 
 config = context.config
@@ -40,7 +41,12 @@ def _run(connection) -> None:  # noqa: ANN001
     if connection.dialect.name == "sqlite":
         # On the raw DB-API connection: outside any transaction, where the PRAGMA applies.
         connection.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        include_object=include_object_for(connection.dialect.name),
+    )
     with context.begin_transaction():
         context.run_migrations()
 

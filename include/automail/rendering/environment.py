@@ -23,6 +23,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from automail.rendering.context import Item, Sources, build_context
 from automail.rendering.errors import RenderError, TemplateError
 from automail.rendering.formatting import br, jst_date, jst_datetime, yen
+from automail.rendering.limits import MAX_SOURCE_CHARS, LimitedSandbox
 from automail.rendering.samples import empty_sources, sample_sources
 from automail.rendering.tags import (
     BY_TAG,
@@ -42,8 +43,9 @@ def placeholder(value: Any, literal: str) -> Any:
 _ITEM_FIELDS = frozenset(Item._fields)
 
 
-class MailEnvironment(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, with a fast path for our own read-only order-line tuples."""
+class MailEnvironment(LimitedSandbox, ImmutableSandboxedEnvironment):
+    """The immutable sandbox with resource limits (limits.py), and a fast path for our
+    own read-only order-line tuples."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is Item and attribute in _ITEM_FIELDS:  # plain values, safe to read
@@ -88,12 +90,15 @@ class CompiledTemplate:
         run = _render_plain if preview else _render_shared
         if not preview:
             values = {**_BASE_GLOBALS, **values}
+        field = "subject"
         try:
             subject = run(self.subject, values)
+            field = "body_text"
             text = None if self.body_text is None else run(self.body_text, values)
+            field = "body_html"
             html = None if self.body_html is None else run(self.body_html, values)
-        except Exception as exc:  # sandbox refusal, type errors in expressions
-            raise RenderError(f"template failed to render: {exc}") from exc
+        except Exception as exc:  # sandbox refusal or limit, type errors in expressions
+            raise RenderError(f"{field}: template failed to render: {exc}") from exc
         # A subject is one header line (F4): values cannot smuggle line breaks into it.
         if "\n" in subject or "\r" in subject:
             subject = " ".join(subject.split())
@@ -113,7 +118,7 @@ def _render_shared(template: Template, values: dict[str, Any]) -> str:
     env = template.environment
     ctx = env.context_class(env, values, template.name, template.blocks, None)
     try:
-        return env.concat(template.root_render_func(ctx))  # type: ignore[attr-defined]
+        return env.concat(template.root_render_func(ctx))
     except Exception:
         env.handle_exception()  # re-raises with template line numbers
         raise
@@ -181,6 +186,10 @@ def _check_tags(field: str, source: str) -> None:
 
 
 def _check_part(field: str, source: str, html: bool, allowed: set[str]) -> None:
+    if len(source) > MAX_SOURCE_CHARS:
+        raise TemplateError(
+            field, None, f"too long: {len(source):,} characters (limit {MAX_SOURCE_CHARS:,})"
+        )
     _check_tags(field, source)
     env = HTML_ENV if html else TEXT_ENV
     jinja_source = to_jinja(source, html=html)
@@ -188,23 +197,27 @@ def _check_part(field: str, source: str, html: bool, allowed: set[str]) -> None:
         ast = env.parse(jinja_source)
     except TemplateSyntaxError as exc:
         raise TemplateError(field, exc.lineno, f"syntax error: {exc.message}") from None
+    except ValueError as exc:  # e.g. an integer literal of more than 4,300 digits
+        raise TemplateError(field, None, f"syntax error: {exc}") from None
     for node in ast.find_all(_LOADERS):
         raise TemplateError(
             field,
             node.lineno,
             "disallowed construct: templates cannot extend, include or import other templates",
         )
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
-        if isinstance(node, nodes.Getattr):
-            name = node.attr
-        elif isinstance(node, nodes.Getitem):
-            name = node.arg.value if isinstance(node.arg, nodes.Const) else ""
+    for ref in ast.find_all((nodes.Getattr, nodes.Getitem, nodes.Name)):
+        if isinstance(ref, nodes.Getattr):
+            name = ref.attr
+        elif isinstance(ref, nodes.Getitem):
+            name = ref.arg.value if isinstance(ref.arg, nodes.Const) else ""
+        elif isinstance(ref, nodes.Name):
+            name = ref.name
         else:
-            name = node.name
+            continue
         if isinstance(name, str) and name.startswith("_"):
             raise TemplateError(
                 field,
-                node.lineno,
+                ref.lineno,
                 f"disallowed construct: {name!r} (names starting with '_' are not accessible)",
             )
     unknown = meta.find_undeclared_variables(ast) - allowed

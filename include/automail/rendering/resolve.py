@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
 from automail.charset import UTF8, describe, unencodable
@@ -52,7 +52,7 @@ def check_slot(kind: str, device: str, stage: int, carrier: str) -> None:
 
 def candidates(session: Session, shop_id: int | None, kind: str) -> list[Template]:
     """Every template that could serve this shop and kind (its own and the defaults)."""
-    owner = Template.shop_id.is_(None)
+    owner: ColumnElement[bool] = Template.shop_id.is_(None)
     if shop_id is not None:
         owner = or_(Template.shop_id == shop_id, owner)
     return list(session.scalars(select(Template).where(Template.kind == kind, owner)))
@@ -192,7 +192,7 @@ def list_templates(
     """Templates of a shop plus the common defaults (all_=True: every shop's)."""
     q = select(Template)
     if not all_:
-        owner = Template.shop_id.is_(None)
+        owner: ColumnElement[bool] = Template.shop_id.is_(None)
         if shop_id is not None:
             owner = or_(Template.shop_id == shop_id, owner)
         q = q.where(owner)

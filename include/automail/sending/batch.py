@@ -9,8 +9,9 @@ Exactly-once bookkeeping, per group of `send_commit_group` mails (default 20):
    with step 1 of the next group.
 The rule that matters holds for every mail: its in_flight row is committed before its
 DATA. A worker killed between 1 and 3 leaves in_flight attempts that lease recovery
-turns into `held` "in doubt" (claim.py) — at most one group's worth, never resent
-blindly; one killed elsewhere loses nothing committed. The group size trades that
+turns into `held` "in doubt" (claim.py) — at most two groups (the one on the wire and
+the next, committed meanwhile: see `run`), never resent blindly; one killed elsewhere
+loses nothing committed. The group size trades that
 blast radius against commits per mail (a commit per mail halved throughput in
 bench/send.py). Another try of the same batch skips mails with an unfinished attempt.
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -36,20 +37,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
 from automail.addresses import check_address, domain_of
-from automail.mime import (
-    HeaderCache,
-    MailBuildError,
-    copy_recipients,
-    message_id_for,
-    render_bytes,
-)
+from automail.bounce_links import MailSigner
+from automail.db import rowcount
+from automail.mime import HeaderCache, MailBuildError, copy_recipients, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
 from automail.sending.dkim_sign import DkimKeyError, DkimSigner
 from automail.sending.pacing import active_backoffs, pacing_table, record_backoff
 from automail.sending.relay_slots import release_slots, take_slots
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
-from automail.sending.smtp import SmtpConfig, SmtpResult, SmtpSession, SmtpUnavailable
+from automail.sending.smtp import (
+    Messenger,
+    MessengerFactory,
+    SmtpConfig,
+    SmtpResult,
+    SmtpSession,
+    SmtpUnavailable,
+)
 from automail.sending.status import CHUNK, change_status
 from automail.sending.summary import SendSummary
 from automail.states import ERROR, HELD, SENT
@@ -145,8 +149,10 @@ class BatchSender:
         policy: Policy,
         actor: str,
         now: datetime | None,
+        messenger: MessengerFactory = SmtpSession,
     ) -> None:
         self.session = session
+        self.messenger = messenger
         self.claim_id = claim_id
         self.policy = policy
         self.actor = actor
@@ -156,8 +162,9 @@ class BatchSender:
         self.pg = _pg_fast_path(session)
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
-        self.signers: dict[str, DkimSigner | DkimKeyError] = {}  # DKIM connection -> key
+        self.dkim_keys: dict[str, DkimSigner | DkimKeyError] = {}  # DKIM connection -> key
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
+        self.signer = MailSigner.load()  # signed return paths and Message-IDs; no key: stop
         now = _clock(now)
         pacing = pacing_table(session)
         self.paced = set(pacing)  # carriers and domain_pacing entries: 4xx -> domain backoff
@@ -209,7 +216,7 @@ class BatchSender:
                     attempt_count=mail.attempt_count + 1, lease_until=lease, message_id=message_id
                 )
             )
-            if res.rowcount == 1:
+            if rowcount(res) == 1:
                 started[mail.id] = self.session.execute(
                     insert(SendAttempt)
                     .values(
@@ -292,7 +299,11 @@ class BatchSender:
             self.session.execute(
                 update(SendAttempt).where(SendAttempt.id == attempt_id).values(**attempt)
             )
-        common = {"claimed_by": None, "lease_until": None, "attempt_count": attempt_no}
+        common: dict[str, Any] = {
+            "claimed_by": None,
+            "lease_until": None,
+            "attempt_count": attempt_no,
+        }
         if message_id is not None:
             common["message_id"] = message_id
         change = self._status_change
@@ -406,7 +417,8 @@ class BatchSender:
 
     def _raw_cursor(self) -> Any:
         """A psycopg2 cursor in the session's transaction."""
-        return self.session.connection().connection.dbapi_connection.cursor()
+        raw: Any = self.session.connection().connection.dbapi_connection
+        return raw.cursor()
 
     def _sent_sql(self, cur: Any) -> bytes:
         if not self.sent_rows:
@@ -434,7 +446,8 @@ class BatchSender:
         groups = [mails[i : i + size] for i in range(0, len(mails), size)]
         pool = ThreadPoolExecutor(1, "automail-commit") if self.pg else None
         done: list[Outcome] = []  # sent, not yet written
-        with SmtpSession(smtp, self.per_session) as conn, pool or nullcontext():
+        conn = self.messenger(smtp, self.per_session)
+        with closing(conn), pool or nullcontext():
             ready, refused = self._prepare(groups[0]) if groups else ([], [])
             started = self._write(done, refused, ready)
             for k in range(len(groups)):
@@ -474,7 +487,7 @@ class BatchSender:
             address_reason = message_id = None
             try:
                 shop = self.shop(mail.shop_id)
-                mid = mail.message_id or message_id_for(mail.id, mail.from_address, shop.code)
+                mid = mail.message_id or self.signer.message_id(mail, shop.code)
                 if len(mid) > MESSAGE_ID_MAX:  # a very long From domain: the column's limit
                     raise MailBuildError("message_id", mid, f"over {MESSAGE_ID_MAX} characters")
                 message_id = mail.message_id = mid
@@ -483,7 +496,7 @@ class BatchSender:
                 if reason is None:
                     data = render_bytes(mail, shop, now, self.headers)
                     if shop.dkim_conn_id:
-                        data = self.signer(shop.dkim_conn_id).sign(data)
+                        data = self.dkim_key(shop.dkim_conn_id).sign(data)
                     ready.append((mail, message_id, data))
                     continue
             except (MailBuildError, DkimKeyError) as exc:
@@ -496,15 +509,15 @@ class BatchSender:
             refused.append((mail, None, result, now, extra))
         return ready, refused
 
-    def signer(self, conn_id: str) -> DkimSigner:
+    def dkim_key(self, conn_id: str) -> DkimSigner:
         """The DKIM key of `conn_id`, read once per batch; a failure is kept and raised
         for each of the shop's mails (error naming the connection, never unsigned)."""
-        if conn_id not in self.signers:
+        if conn_id not in self.dkim_keys:
             try:
-                self.signers[conn_id] = DkimSigner.resolve(conn_id)
+                self.dkim_keys[conn_id] = DkimSigner.resolve(conn_id)
             except DkimKeyError as exc:
-                self.signers[conn_id] = exc
-        found = self.signers[conn_id]
+                self.dkim_keys[conn_id] = exc
+        found = self.dkim_keys[conn_id]
         if isinstance(found, DkimKeyError):
             raise found
         return found
@@ -528,7 +541,7 @@ class BatchSender:
         return {}
 
     def _send_group(
-        self, ready: list[Ready], started: dict[int, int], conn: SmtpSession
+        self, ready: list[Ready], started: dict[int, int], conn: Messenger
     ) -> list[Outcome]:
         """SMTP only: no database access here (the helper thread owns the session)."""
         outcomes: list[Outcome] = []
@@ -545,7 +558,7 @@ class BatchSender:
             if self.unavailable is None:
                 try:
                     result = conn.send(
-                        mail.return_path or mail.from_address,
+                        self.signer.envelope_sender(mail),
                         mail.to_address.strip(),
                         copy_recipients(mail, self.shops[mail.shop_id]),  # cached by _prepare
                         data,
@@ -617,14 +630,16 @@ def send_batch(
     smtp: SmtpConfig,
     actor: str = "system",
     now: datetime | None = None,
+    messenger: MessengerFactory = SmtpSession,
 ) -> SendSummary:
-    """Send the mails of `mail_ids` that `claim_id` still holds. The DAG's mapped task."""
+    """Send the mails of `mail_ids` that `claim_id` still holds. The DAG's mapped task.
+    `messenger` makes the batch's SMTP sessions (tests pass fakes)."""
     ids = sorted({int(i) for i in mail_ids})
     session = _pinned_session(session_factory)
     try:
         policy = Policy.load(session)
         start = _clock(now)
-        sender = BatchSender(session, claim_id, policy, actor, now)
+        sender = BatchSender(session, claim_id, policy, actor, now, messenger)
         stopped = settings.get(session, "mail_server_stopped")
         session.commit()  # SQLite: write first in a fresh transaction (see cycle.plan_run)
         if stopped:
@@ -686,7 +701,9 @@ def send_batch(
             sender.run(mails, smtp)
         else:
             shop_ids = {m.shop_id for m in mails}
-            lane = partial(_send_lane, session_factory, claim_id, policy, actor, now, shop_ids)
+            lane = partial(
+                _send_lane, session_factory, claim_id, policy, actor, now, shop_ids, messenger
+            )
             with ThreadPoolExecutor(lanes, "automail-lane") as pool:
                 jobs = [pool.submit(lane, mails[i::lanes], smtp) for i in range(lanes)]
                 for job in jobs:
@@ -720,6 +737,7 @@ def _send_lane(
     actor: str,
     now: datetime | None,
     shop_ids: set[int],
+    messenger: MessengerFactory,
     mails: Sequence[Mail],
     smtp: SmtpConfig,
 ) -> SendSummary:
@@ -727,7 +745,7 @@ def _send_lane(
     connection, the same group loop (in_flight committed before each DATA)."""
     session = _pinned_session(session_factory)
     try:
-        sender = BatchSender(session, claim_id, policy, actor, now)
+        sender = BatchSender(session, claim_id, policy, actor, now, messenger)
         for shop_id in shop_ids:
             sender.shop(shop_id)
         session.commit()

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 
-from automail.db import take_write_lock
+from automail.db import rowcount, take_write_lock
 from automail.models import Mail, SendAttempt
 from automail.sending.ratelimit import DomainLimiter
 from automail.sending.status import CHUNK, change_status_many, record_events
@@ -171,9 +171,10 @@ def claim_ids(
     back to unsent (with an event and a fresh Message-ID), so the new try is a new
     attempt on the same mail.
     """
-    from automail.mime import message_id_for
+    from automail.bounce_links import MailSigner
 
     wanted = list(dict.fromkeys(int(i) for i in mail_ids))
+    signer = MailSigner()  # a resend's fresh Message-ID is signed too
     stmt = select(Mail).where(Mail.id.in_(wanted)).order_by(Mail.id)
     found = {m.id: m for m in session.scalars(_lock(session, stmt))}
     claimed: list[int] = []
@@ -190,8 +191,8 @@ def claim_ids(
             from automail.models import Shop
 
             shop = session.get(Shop, mail.shop_id)
-            mail.message_id = message_id_for(
-                mail.id, mail.from_address, shop.code if shop else None, resend=mail.attempt_count
+            mail.message_id = signer.message_id(
+                mail, shop.code if shop else None, resend=mail.attempt_count
             )
             record_events(session, [(mail.id, mail.status)], UNSENT, "resend", actor, None, now)
             mail.status, mail.next_attempt_at, mail.last_error = UNSENT, None, None
@@ -299,11 +300,13 @@ def release_claims(session: Session, mail_ids: Sequence[int], claim_id: str) -> 
     """Give back claims that were not used (server stopped mid-run, lost batch)."""
     n = 0
     for start in range(0, len(mail_ids), CHUNK):
-        n += session.execute(
-            update(Mail)
-            .where(Mail.id.in_(mail_ids[start : start + CHUNK]), Mail.claimed_by == claim_id)
-            .values(claimed_by=None, lease_until=None)
-        ).rowcount
+        n += rowcount(
+            session.execute(
+                update(Mail)
+                .where(Mail.id.in_(mail_ids[start : start + CHUNK]), Mail.claimed_by == claim_id)
+                .values(claimed_by=None, lease_until=None)
+            )
+        )
     return n
 
 

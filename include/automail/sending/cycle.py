@@ -32,6 +32,7 @@ from automail.sending.ratelimit import DomainLimiter
 from automail.sending.smtp import RelayConfigs, Relays, SmtpConfig, as_relays
 from automail.sending.status import CHUNK
 from automail.sending.summary import SendSummary
+from automail.signing import secret_key
 
 # Keep the number of mapped tasks far below Airflow's max_map_length (1024).
 MAX_BATCHES = 200
@@ -113,6 +114,7 @@ def plan_run(
         if settings.get(session, "mail_server_stopped"):
             s.stopped = True
             return plan
+        secret_key()  # every mail is signed (bounce_links): no key, nothing is claimed
         cap = settings.get(session, "send_cap_per_run")
         lease = settings.get(session, "lease_seconds")
         max_retries = settings.get(session, "max_retries")
@@ -217,6 +219,7 @@ def send_now(
     with session_factory() as session:
         if settings.get(session, "mail_server_stopped"):
             raise SendingStopped("the mail server is marked stopped (setting mail_server_stopped)")
+        secret_key()  # every mail is signed (bounce_links): no key, nothing is claimed
         lease = settings.get(session, "lease_seconds")
         session.commit()  # SQLite: lock steps start fresh transactions (see plan_run)
         recover_leases(session, now_, actor)

@@ -53,7 +53,9 @@ def _insert_notice(
         "device": "pc",
     }
     if session.get_bind().dialect.name == "postgresql":
-        stmt = postgresql.insert(Mail).on_conflict_do_nothing(constraint="uq_mails_source")
+        stmt: postgresql.Insert | sqlite.Insert = postgresql.insert(Mail).on_conflict_do_nothing(
+            constraint="uq_mails_source"
+        )
     else:
         stmt = sqlite.insert(Mail).on_conflict_do_nothing()
     return session.execute(stmt.returning(Mail.id), [row]).scalar()

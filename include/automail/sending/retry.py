@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 try:  # the bounce-ingestion package owns the detailed reply classification
     from automail.bounces import classify_smtp as _classify_smtp
 except ImportError:  # pragma: no cover - fallback while that package is absent
-    _classify_smtp = None
+    _classify_smtp = None  # type: ignore[assignment]
 
 ENHANCED_RE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d]|\.\d)")
 

@@ -31,7 +31,7 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from automail.addresses import AddressError, wire_address
 from automail.models import DEFAULT_RELAY
@@ -241,6 +241,22 @@ class SmtpUnavailable(Exception):
     """No usable connection (refused, timeout, TLS/auth failure): nothing was sent."""
 
 
+class Messenger(Protocol):
+    """One SMTP session as the send loop sees it (listmonk's "messenger"): it carries a
+    message to the relay and says what the relay answered. `SmtpSession` is the real
+    one; tests drive the loop with fakes too. The loop's other dependency, the store
+    (claim, in_flight before DATA, outcome), is `batch.BatchSender`."""
+
+    def send(self, envelope_from: str, to_address: str, bcc: list[str], data: bytes) -> SmtpResult:
+        """One transaction; raises SmtpUnavailable when no connection can be had."""
+        ...
+
+    def close(self) -> None: ...
+
+
+MessengerFactory = Callable[[SmtpConfig, Mapping[str, int]], Messenger]
+
+
 def _text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
@@ -376,7 +392,7 @@ class SmtpSession:
                 refused[bcc_wire[wire]] = f"{code} {_text(reply)}"
         # From here the server may have the message: a failure is in doubt, not retried.
         try:
-            payload = smtplib._quote_periods(data)  # noqa: SLF001 (same quoting as smtplib.data)
+            payload = smtplib._quote_periods(data)  # type: ignore[attr-defined]  # noqa: SLF001 (as smtplib.data)
             if payload[-2:] != b"\r\n":
                 payload += b"\r\n"
             client.send(payload + b".\r\n")

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from automail.campaigns.audience import validate_filter
 from automail.campaigns.content import CompiledContent
-from automail.models import Shop, StepSequence, StepSequenceStep
+from automail.models import Shop, StepSequence, StepSequenceStep, TrackingLink
+from automail.steps.events import check_start
 
-START_EVENTS = ("signup", "first_order")
 _OFFSET = re.compile(r"^\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*$", re.IGNORECASE)
 
 
@@ -40,14 +40,20 @@ def create_sequence(
     audience_filter: dict | None = None,
     starts_from: datetime | None = None,
     now: datetime | None = None,
+    start_link_id: int | None = None,
+    allow_restart: bool = False,
+    track_opens: bool = False,
+    track_clicks: bool = False,
+    track_text_links: bool = False,
 ) -> StepSequence:
     """A new sequence; only start events at/after `starts_from` (default: now) count."""
     if session.get(Shop, shop_id) is None:
         raise LookupError(f"shop_id: no shop {shop_id}")
     if not name or not name.strip():
         raise ValueError(f"name: required, got {name!r}")
-    if start_event not in START_EVENTS:
-        raise ValueError(f"start_event: {start_event!r} is not one of {', '.join(START_EVENTS)}")
+    check_start(start_event, start_link_id, allow_restart)
+    if start_link_id is not None and session.get(TrackingLink, start_link_id) is None:
+        raise LookupError(f"start_link_id: no tracked link {start_link_id}")
     if starts_from is not None and starts_from.tzinfo is None:
         raise ValueError(f"starts_from: {starts_from.isoformat()} has no time zone")
     seq = StepSequence(
@@ -57,6 +63,11 @@ def create_sequence(
         audience_filter=validate_filter(audience_filter),
         active=True,
         starts_from=starts_from or now or datetime.now(UTC),
+        start_link_id=start_link_id,
+        allow_restart=bool(allow_restart),
+        track_opens=bool(track_opens),
+        track_clicks=bool(track_clicks),
+        track_text_links=bool(track_text_links),
     )
     session.add(seq)
     session.flush()

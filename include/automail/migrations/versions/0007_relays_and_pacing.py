@@ -1,6 +1,6 @@
 """per-shop relays (connection, marketplace) and per-domain backoffs
 
-Revision ID: 0007_relays
+Revision ID: 0007
 Revises: 0006
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0007_relays"
+revision = "0007"
 down_revision = "0006"
 branch_labels = None
 depends_on = None

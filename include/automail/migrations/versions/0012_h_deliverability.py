@@ -1,7 +1,7 @@
 """deliverability options of seed 002: Cc and Reply-To lists, charset, DKIM key connection
 
-Revision ID: 0008_h_deliverability
-Revises: 0007_relays
+Revision ID: 0012_h_deliverability
+Revises: 0011
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008_h_deliverability"
-down_revision = "0007_relays"
+revision = "0012_h_deliverability"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,282 @@
+"""Open/click tracking (issue 18): what the public endpoint sustains and what tracking
+adds to sending. JSON lines via bench/figures.emit.
+
+1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does: one
+   uvicorn worker, SQLite metadata DB, this repo's plugins; mail store on PostgreSQL),
+   then plain uvicorn serving the same public app (`--server`; default both)
+   takes H hits (default 20,000; half opens, half clicks, over 1,000 mails' genuine
+   tokens) from C keep-alive loopback connections (default 32) driven by a small
+   asyncio HTTP/1.1 client. Figures: hits/s, p50 and p99 latency per hit, and hits
+   written to the store (the recorder writes in the background; all must arrive).
+   Targets: >= 1,000 hits/s, p99 < 50 ms.
+2. Sending: CPU time per mail of MarketingMailer.row (render + unsubscribe link) for a
+   ~3 KB HTML newsletter with 6 links, without and with tracking (6 signed redirects +
+   the pixel, rendered from the tracker's rewritten template: one signature per mail).
+   Target: tracking adds < 20% to render time.
+
+    AUTOMAIL_BENCH_PG_URL=postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench_tracking \
+      .venv/bin/python bench/tracking.py [--hits 20000] [--connections 32] [--mails 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import figures
+from sqlalchemy import create_engine, func, select, text
+from sqlalchemy.engine import make_url
+
+from automail import migrate, settings
+from automail.campaigns import create_campaign, tick
+from automail.campaigns.content import CompiledContent
+from automail.campaigns.mailing import MarketingMailer
+from automail.db import make_engine, session_factory
+from automail.models import Mail, TrackingHit
+from automail.sample_data import make_customer, make_shop
+from automail.smtp_sink import free_port
+from automail.tracking.links import Tracker, TrackingOptions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from airflow_server import running_airflow  # noqa: E402
+
+URL = os.environ.get(
+    "AUTOMAIL_BENCH_PG_URL",
+    "postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench_tracking",
+)
+NOW = datetime(2026, 6, 10, 1, 0, tzinfo=UTC)
+UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
+LINKS = [
+    f"https://shop.example.jp/items/{i}?utm_source=mail&amp;utm_campaign=summer" for i in range(6)
+]
+BODY = (
+    "<html><body><h1>{{ customer_name }} 様</h1>"
+    + "".join(
+        f'<p>夏の新商品 {i}: 深蒸し煎茶と有田焼の湯呑みのセットを期間限定でご用意しました。'
+        f'<a href="{u}">詳しくはこちら</a></p>'
+        for i, u in enumerate(LINKS)
+    )
+    + "<p>{{ shop_name }}</p>" + "<p>" + "お茶のある暮らしを。" * 40 + "</p></body></html>"
+)  # fmt: skip
+TOKEN = re.compile(r"/automail-public/[co]/[^\"']+")
+
+
+def fresh_database(url: str) -> None:
+    target = make_url(url)
+    admin = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{target.database}"'))
+        conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    admin.dispose()
+    migrate.upgrade(url)
+
+
+def send_cost(session, n: int) -> None:  # noqa: ANN001
+    shop = make_shop(session, code="bench")
+    customers = [
+        make_customer(session, shop, f"b{i}@example.jp", name=f"顧客{i}") for i in range(200)
+    ]
+    compiled = CompiledContent("夏のセール", BODY, "html")
+    plain = MarketingMailer(session, shop, compiled)
+    options = TrackingOptions(opens=True, clicks=True)
+    tracker = Tracker(session, "campaign", 1, BODY, "html", options)
+    tracked = MarketingMailer(
+        session, shop, CompiledContent("夏のセール", tracker.template, "html"), tracker
+    )
+
+    def per_mail(mailer: MarketingMailer) -> float:
+        start = time.process_time()
+        for i in range(n):
+            c = customers[i % len(customers)]
+            mailer.row(c, kind="campaign", source_key=f"campaign:1:customer:{c.id}", now=NOW)
+        return (time.process_time() - start) / n * 1e6
+
+    per_mail(plain), per_mail(tracked)  # warm caches
+    rounds = [(per_mail(plain), per_mail(tracked)) for _ in range(7)]  # interleaved: same load
+    base = min(r[0] for r in rounds)
+    with_tracking = min(r[1] for r in rounds)
+    overhead = (with_tracking - base) / base * 100
+    figures.emit("tracking_render_us_per_mail_plain", base, "us/mail")
+    figures.emit("tracking_render_us_per_mail_tracked", with_tracking, "us/mail", base)
+    figures.emit(
+        "tracking_rewrite_overhead", overhead, "% of render", 20.0,
+        figures.lower_is_better(overhead, 20.0),
+    )  # fmt: skip
+
+
+def tokens(session, mails: int) -> list[str]:  # noqa: ANN001
+    settings.put(session, "public_base_url", "http://bench.invalid")
+    shop = make_shop(session, code="tea")
+    for i in range(mails):
+        make_customer(session, shop, f"r{i}@example.jp", name=f"読者{i}")
+    campaign = create_campaign(
+        session, shop_id=shop.id, name="bench", subject="s", body=BODY, body_format="html",
+        scheduled_at=NOW + timedelta(hours=1), now=NOW, track_opens=True, track_clicks=True,
+    )  # fmt: skip
+    tick(session, NOW + timedelta(hours=1))
+    rows = session.execute(select(Mail.id, Mail.body_html).where(Mail.campaign_id == campaign.id))
+    paths: list[str] = []
+    ids = []
+    for mail_id, html in rows:
+        ids.append(mail_id)
+        found = TOKEN.findall(html)
+        opens = [p for p in found if "/o/" in p]
+        clicks = [p for p in found if "/c/" in p]
+        paths += opens + clicks[:1]  # half opens, half clicks
+    session.execute(
+        Mail.__table__.update().where(Mail.id.in_(ids)).values(status="sent", sent_at=NOW)
+    )
+    session.commit()
+    return paths
+
+
+async def load(
+    port: int, paths: list[str], hits: int, connections: int
+) -> tuple[float, list[float]]:
+    latencies: list[float] = []
+    queue = iter(range(hits))
+
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for i in queue:
+                path = paths[i % len(paths)]
+                request = (
+                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {UA}\r\n\r\n"
+                )
+                t0 = time.perf_counter()
+                writer.write(request.encode())
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
+                if length:
+                    await reader.readexactly(int(length.group(1)))
+                latencies.append(time.perf_counter() - t0)
+                status = int(head.split(b" ", 2)[1])
+                if status not in (200, 302):
+                    raise RuntimeError(f"hit {path}: HTTP {status}")
+        finally:
+            writer.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    return time.perf_counter() - start, latencies
+
+
+@contextmanager
+def server_port(url: str, server: str) -> Iterator[tuple[int, str]]:
+    """(port, mount prefix) of a running server with the public app."""
+    if server == "api-server":
+        with (
+            tempfile.TemporaryDirectory(prefix="automail-bench-airflow-") as home,
+            running_airflow(Path(home), url, smtp_port=9) as running,
+        ):
+            yield int(running.base_url.rsplit(":", 1)[1]), "/automail-public"
+        return
+    port = free_port()
+    app = "automail.campaigns.unsubscribe_web:create_app"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
+         "--port", str(port), "--no-access-log", "--log-level", "warning"],
+        env={**os.environ, "AUTOMAIL_DB_URL": url},
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise RuntimeError("uvicorn did not start") from None
+                time.sleep(0.2)
+        yield port, ""
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def endpoint(url: str, hits: int, connections: int, mails: int, server: str) -> None:
+    engine = make_engine(url)
+    with session_factory(engine)() as session:
+        paths = tokens(session, mails)
+    with server_port(url, server) as (port, prefix):
+        paths = [p.replace("/automail-public", prefix, 1) for p in paths]
+        asyncio.run(load(port, paths, min(500, hits), 8))  # warm-up: link cache, connections
+        elapsed, lat = asyncio.run(load(port, paths, hits, connections))
+        deadline = time.monotonic() + 120
+        expected = hits + min(500, hits)
+        with session_factory(engine)() as s:
+            while True:
+                written = s.scalar(select(func.count(TrackingHit.id))) or 0
+                if written >= expected or time.monotonic() > deadline:
+                    break
+                s.rollback()
+                time.sleep(0.2)
+    lat.sort()
+    rate = hits / elapsed
+    p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
+    tag = "" if server == "api-server" else "_uvicorn"
+    figures.emit(
+        f"tracking_endpoint{tag}_hits_per_s",
+        rate,
+        "hits/s",
+        1000.0,
+        figures.higher_is_better(rate, 1000.0),
+    )
+    figures.emit(f"tracking_endpoint{tag}_p50_ms", p50, "ms", digits=2)
+    figures.emit(
+        f"tracking_endpoint{tag}_p99_ms",
+        p99,
+        "ms",
+        50.0,
+        figures.lower_is_better(p99, 50.0),
+        digits=2,
+    )
+    figures.emit(
+        f"tracking{tag}_hits_written",
+        written,
+        "hits",
+        float(expected),
+        written / expected,
+        digits=0,
+    )
+    engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hits", type=int, default=20000)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--mails", type=int, default=5000, help="renders timed per variant")
+    parser.add_argument("--readers", type=int, default=1000, help="mails whose tokens are hit")
+    parser.add_argument(
+        "--server", choices=("api-server", "uvicorn", "both"), default="both",
+        help="airflow api-server (the real deployment) and/or plain uvicorn on the same app",
+    )  # fmt: skip
+    args = parser.parse_args()
+    os.environ.setdefault("AUTOMAIL_SECRET_KEY", "bench-secret-key-0123456789")
+    fresh_database(URL)
+    engine = make_engine(URL)
+    with session_factory(engine)() as session:
+        send_cost(session, args.mails)
+        session.rollback()
+    engine.dispose()
+    for server in ("api-server", "uvicorn") if args.server == "both" else (args.server,):
+        fresh_database(URL)
+        endpoint(URL, args.hits, args.connections, args.readers, server)
+    figures.emit("machine_load_average_1min", os.getloadavg()[0], "load", digits=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,262 @@
+"""Recording hits off the request path: the endpoint appends to memory, a background
+thread writes batches (one INSERT per batch) with each hit's own machine verdict, then
+applies the rules that need context (bursts, clicks before the first open) to the
+touched mails' nearby hits only (automail.tracking.machine).
+
+So a hit costs the request a signature check and a list append (bench/tracking.py),
+and a flood cannot queue unbounded work: past `max_pending` hits wait in memory, new
+ones are dropped and counted (`dropped`). A process killed between flushes loses at
+most `interval` seconds of hits — figures, not mail, so that is the trade taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.orm import Session
+
+from automail.models import Campaign, Mail, StepSequence, StepSequenceStep, TrackingHit
+from automail.tracking.machine import RULES, Hit, Rules, burst_ids, hit_verdict
+from automail.tracking.tokens import MailRef
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pending:
+    ref: MailRef
+    link_id: int | None
+    kind: str
+    method: str
+    ua_class: str
+    at: datetime
+
+
+@dataclass
+class RecorderStats:
+    written: int = 0
+    dropped: int = 0  # over max_pending (flood)
+    unknown_mail: int = 0  # genuine token, but its mail is gone
+    errors: int = 0
+    by_machine: dict[str, int] = field(default_factory=dict)
+
+
+class HitRecorder:
+    def __init__(
+        self,
+        session_factory: Callable[[], Session],
+        interval: float = 0.2,
+        max_pending: int = 200_000,
+    ):
+        self.session_factory = session_factory
+        self.interval = interval
+        self.max_pending = max_pending
+        self.stats = RecorderStats()
+        self._buffer: list[Pending] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._shops: dict[tuple[str, int], int | None] = {}
+
+    # ------------------------------------------------------------ request side
+    def record(self, ref: MailRef, link_id: int | None, method: str, ua_class: str) -> bool:
+        hit = Pending(ref, link_id, "click" if link_id else "open", method, ua_class, _now())
+        with self._lock:
+            if len(self._buffer) >= self.max_pending:
+                self.stats.dropped += 1
+                return False
+            self._buffer.append(hit)
+        if self._thread is None:
+            self._start()
+        return True
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._loop, name="automail-hits", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the writer thread after a last flush (app shutdown, test teardown)."""
+        self._stop.set()
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.flush()
+            except Exception:  # the store is down: keep the hits, try again next tick
+                log.exception("tracking: writing hits failed; retrying")
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """No writes while inside (hits only buffer): a store outage, as tests see it."""
+        with self._flush_lock:
+            yield
+
+    # ------------------------------------------------------------ writer side
+    def flush(self) -> int:
+        """Write everything buffered now; returns hits written."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._buffer = self._buffer, []
+            if not batch:
+                return 0
+            try:
+                written = self._write(batch)
+            except Exception:
+                self.stats.errors += 1
+                with self._lock:
+                    self._buffer[:0] = batch[: self.max_pending]
+                raise
+            self.stats.written += written
+            return written
+
+    def _shop_of(self, session: Session, scope: str, scope_id: int) -> int | None:
+        key = (scope, scope_id)
+        if key not in self._shops:
+            if scope == "campaign":
+                shop = session.scalar(select(Campaign.shop_id).where(Campaign.id == scope_id))
+            else:
+                shop = session.scalar(
+                    select(StepSequence.shop_id)
+                    .join(StepSequenceStep, StepSequenceStep.sequence_id == StepSequence.id)
+                    .where(StepSequenceStep.id == scope_id)
+                )
+            self._shops[key] = shop
+        return self._shops[key]
+
+    def _mails(
+        self, session: Session, refs: set[MailRef]
+    ) -> dict[MailRef, tuple[int, datetime | None]]:
+        groups: dict[tuple[int | None, str], list[MailRef]] = defaultdict(list)
+        for ref in refs:
+            groups[(self._shop_of(session, ref.scope, ref.scope_id), ref.kind)].append(ref)
+        found: dict[MailRef, tuple[int, datetime | None]] = {}
+        for (shop_id, kind), members in groups.items():
+            if shop_id is None:
+                continue
+            by_key = {r.source_key: r for r in members}
+            keys = list(by_key)
+            for start in range(0, len(keys), 500):
+                rows = session.execute(
+                    select(Mail.id, Mail.source_key, Mail.sent_at).where(
+                        Mail.shop_id == shop_id,
+                        Mail.kind == kind,
+                        Mail.source_key.in_(keys[start : start + 500]),
+                    )
+                )
+                for mail_id, key, sent_at in rows:
+                    found[by_key[key]] = (mail_id, sent_at)
+        return found
+
+    def _write(self, batch: list[Pending]) -> int:
+        with self.session_factory() as session, session.begin():
+            mails = self._mails(session, {p.ref for p in batch})
+            rows = []
+            for p in batch:
+                mail = mails.get(p.ref)
+                if mail is None:
+                    self.stats.unknown_mail += 1
+                    continue
+                hit = Hit(0, p.kind, p.link_id, p.at, p.method, p.ua_class)
+                rows.append(
+                    {
+                        "mail_id": mail[0],
+                        "scope": p.ref.scope,
+                        "scope_id": p.ref.scope_id,
+                        "customer_id": p.ref.customer_id,
+                        "link_id": p.link_id,
+                        "kind": p.kind,
+                        "at": p.at,
+                        "method": p.method,
+                        "ua_class": p.ua_class,
+                        "machine": hit_verdict(hit, mail[1]),
+                    }
+                )
+            if rows:
+                session.execute(TrackingHit.__table__.insert(), rows)
+                judge_in_context(session, rows)
+        return len(rows)
+
+
+def judge_in_context(session: Session, rows: list[dict], rules: Rules = RULES) -> int:
+    """The rules that need the mail's other hits, for the mails of newly written hits:
+    bursts around the new clicks, and people's clicks that came before the mail's first
+    person's open. Reads only those hits (index on mail_id, at); returns hits changed."""
+    hits = TrackingHit.__table__.c
+    changes: list[dict] = []
+    first_click: dict[int, datetime] = {}
+    for r in rows:
+        if r["kind"] == "click":
+            first_click[r["mail_id"]] = min(r["at"], first_click.get(r["mail_id"], r["at"]))
+    ids = sorted(first_click)
+    for start in range(0, len(ids), 500):
+        part = ids[start : start + 500]
+        since = min(first_click[m] for m in part) - rules.burst_window
+        per_mail: dict[int, list[Hit]] = defaultdict(list)
+        for hid, mail_id, link_id, at, machine in session.execute(
+            select(hits.id, hits.mail_id, hits.link_id, hits.at, hits.machine)
+            .where(hits.mail_id.in_(part), hits.kind == "click", hits.at >= since)
+            .order_by(hits.mail_id, hits.at, hits.id)
+        ):
+            if at >= first_click[mail_id] - rules.burst_window:
+                per_mail[mail_id].append(Hit(hid, "click", link_id, at, "GET", "", machine))
+        for clicks in per_mail.values():
+            burst = burst_ids(clicks, rules)
+            changes += [
+                {"hid": h.id, "verdict": "link_burst"}
+                for h in clicks
+                if h.id in burst and h.machine is None
+            ]
+    if changes:
+        session.connection().execute(
+            update(TrackingHit.__table__)
+            .where(hits.id == bindparam("hid"))
+            .values(machine=bindparam("verdict")),
+            changes,
+        )
+    mail_ids = sorted({r["mail_id"] for r in rows})
+    before_open: list[dict] = []
+    for start in range(0, len(mail_ids), 500):
+        firsts = session.execute(
+            select(hits.mail_id, func.min(hits.at))
+            .where(
+                hits.mail_id.in_(mail_ids[start : start + 500]),
+                hits.kind == "open",
+                hits.machine.is_(None),
+            )
+            .group_by(hits.mail_id)
+        )
+        before_open += [{"m": m, "first": first} for m, first in firsts]
+    moved = 0
+    if before_open:
+        moved = (
+            session.connection()
+            .execute(
+                update(TrackingHit.__table__)
+                .where(
+                    hits.mail_id == bindparam("m"),
+                    hits.kind == "click",
+                    hits.machine.is_(None),
+                    hits.at < bindparam("first", type_=TrackingHit.at.type),
+                )
+                .values(machine="click_before_open"),
+                before_open,
+            )
+            .rowcount
+        )
+    return len(changes) + max(moved, 0)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,129 @@
+"""The public open pixel and click redirect, mounted next to the unsubscribe page
+(/automail-public/o/… and /c/…, no login: the signed token is the only credential).
+
+GET|HEAD /o/<token> → a 1×1 GIF; GET|HEAD /c/<token> → 302 to the link's URL as
+frozen in the link table (never to a URL taken from the request: no open redirect).
+A malformed, forged or altered token, a link of another campaign/step, a target that
+is not a plain http(s) URL, any other path or method → 404, and nothing is recorded.
+
+These are the hottest URLs of the system (every opened mail, every click), so they are
+two plain ASGI apps rather than FastAPI routes: no parameter parsing or dependency
+solving per hit — a path split, the signature checks, a dict lookup and an append to
+the recorder's buffer (bench/tracking.py).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from anyio import to_thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from starlette._utils import get_route_path
+
+from automail.models import TrackingLink
+from automail.tracking.links import safe_target
+from automail.tracking.machine import ua_class
+from automail.tracking.recorder import HitRecorder
+from automail.tracking.tokens import BadToken, verify_click, verify_open
+
+GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+NO_STORE = [(b"cache-control", b"no-store, private"), (b"referrer-policy", b"no-referrer")]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class LinkCache:
+    """Link id → (scope, scope_id, url). Rows never change once written, so caching is safe."""
+
+    def __init__(self, session_factory: Callable[[], Session]):
+        self.session_factory = session_factory
+        self._links: dict[int, tuple[str, int, str]] = {}
+
+    def _load(self, link_id: int) -> tuple[str, int, str] | None:
+        with self.session_factory() as session:
+            row = session.execute(
+                select(TrackingLink.scope, TrackingLink.scope_id, TrackingLink.url).where(
+                    TrackingLink.id == link_id
+                )
+            ).first()
+        return (row[0], row[1], row[2]) if row else None
+
+    async def get(self, link_id: int) -> tuple[str, int, str] | None:
+        link = self._links.get(link_id)
+        if link is None:
+            link = await to_thread.run_sync(self._load, link_id)
+            if link is not None:
+                self._links[link_id] = link
+        return link
+
+
+async def _respond(send: Send, method: str, status: int, headers: list, body: bytes = b"") -> None:
+    headers = [*headers, *NO_STORE, (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if method == "HEAD" else body})
+
+
+async def _not_found(send: Send, method: str) -> None:
+    await _respond(send, method, 404, [(b"content-type", b"text/plain")], b"not found")
+
+
+class _Endpoint:
+    def __init__(self, recorder: HitRecorder, links: LinkCache | None):
+        self.recorder, self.links = recorder, links
+
+    async def __call__(self, scope: dict, receive: Any, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        method = scope["method"]
+        token = get_route_path(scope).lstrip("/")
+        if method not in ("GET", "HEAD") or not token or "/" in token:
+            await _not_found(send, method)
+            return
+        agent = b""
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                agent = value
+                break
+        client = scope.get("client")
+        klass = ua_class(agent.decode("latin-1"), client[0] if client else None)
+        await self.hit(token, method, klass, send)
+
+    async def hit(self, token: str, method: str, klass: str, send: Send) -> None:
+        raise NotImplementedError
+
+
+class OpenPixel(_Endpoint):
+    async def hit(self, token: str, method: str, klass: str, send: Send) -> None:
+        try:
+            ref = verify_open(token)
+        except BadToken:
+            await _not_found(send, method)
+            return
+        self.recorder.record(ref, None, method, klass)
+        await _respond(send, method, 200, [(b"content-type", b"image/gif")], GIF)
+
+
+class ClickRedirect(_Endpoint):
+    async def hit(self, token: str, method: str, klass: str, send: Send) -> None:
+        try:
+            ref, link_id = verify_click(token)
+        except BadToken:
+            await _not_found(send, method)
+            return
+        link = await self.links.get(link_id) if self.links else None
+        if link is None or link[:2] != (ref.scope, ref.scope_id) or not safe_target(link[2]):
+            await _not_found(send, method)
+            return
+        self.recorder.record(ref, link_id, method, klass)
+        await _respond(send, method, 302, [(b"location", link[2].encode())])
+
+
+def mount_tracking(app: Any, session_factory: Callable[[], Session]) -> HitRecorder:
+    """Mount /o and /c on the public app; returns the recorder (closed on shutdown)."""
+    recorder = HitRecorder(session_factory)
+    app.mount("/o", OpenPixel(recorder, None))
+    app.mount("/c", ClickRedirect(recorder, LinkCache(session_factory)))
+    app.router.on_shutdown.append(recorder.close)
+    return recorder
