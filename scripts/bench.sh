@@ -18,6 +18,7 @@ run $PY bench/create.py --orders $ORDERS
 run $PY bench/render.py --mails 30000
 run $PY bench/send.py --mails "$SENDS" --naive 300
 run $PY bench/relay.py --mails "$SENDS"
+run $PY bench/dkim_sign.py
 run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py

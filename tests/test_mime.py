@@ -100,12 +100,18 @@ def test_injection_through_extra_headers_is_refused() -> None:
         build_message(_mail(extra_headers={"Bcc": "victim@evil.example"}), SHOP)
 
 
-def test_one_from_and_one_reply_to() -> None:
+def test_one_from_and_a_reply_to_list() -> None:
+    """Seed 002: From single, Reply-To a comma list (at most 1,000 characters)."""
     with pytest.raises(MailBuildError, match="exactly one address") as info:
-        build_message(_mail(reply_to="a@x.jp, b@x.jp"), SHOP)
-    assert info.value.field == "reply_to"
+        build_message(_mail(from_address="a@x.jp, b@x.jp"), SHOP)
+    assert info.value.field == "from_address"
     with pytest.raises(MailBuildError, match="required"):
         build_message(_mail(from_address=""), SHOP)
+    msg = build_message(_mail(reply_to="a@x.jp, b@x.jp"), SHOP)
+    assert [str(a) for a in msg["Reply-To"].addresses] == ["a@x.jp", "b@x.jp"]
+    with pytest.raises(MailBuildError, match="longer than 1000") as info:
+        build_message(_mail(reply_to=",".join(["a@x.jp"] * 144)), SHOP)
+    assert info.value.field == "reply_to"
 
 
 def test_mail_without_body_is_refused() -> None:

@@ -162,7 +162,7 @@ def test_the_cache_is_shared_across_mails_and_shops() -> None:
         ("from_name", "Shop\rBcc: victim@evil.example"),
         ("to_address", "hanako@example.jp\r\nBcc: victim@evil.example"),
         ("reply_to", "support@tea.example.jp\nBcc: victim@evil.example"),
-        ("reply_to", "a@x.jp, b@x.jp"),
+        ("reply_to", "a@x.jp; b@x.jp"),
         ("from_address", "a@x.jp, b@x.jp"),
         ("bcc", "a@tea.example.jp\r\nSubject: spoofed"),
         ("subject", "nul\0byte"),

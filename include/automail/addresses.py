@@ -97,25 +97,51 @@ def split_address_list(value: str | None) -> list[str]:
     return [part.strip() for part in (value or "").split(",") if part.strip()]
 
 
-def validate_sender_settings(from_address: str, reply_to: str, bcc: str | None) -> None:
-    """A7: From and Reply-To exactly one valid address each, BCC a comma list of valid ones.
+LIST_MAX = 1000  # seed 002: Reply-To, Cc and BCC lists, in characters
 
-    Raises ValueError naming the field and the value.
-    """
-    for field, value in (("from_address", from_address), ("reply_to", reply_to)):
-        if not value or not value.strip():
-            raise ValueError(f"{field}: an address is required (got {value!r})")
-        if len(split_address_list(value)) != 1 or ";" in value:
-            raise ValueError(f"{field}: exactly one address is allowed (got {value!r})")
-        reason = check_address(value)
+
+def validate_address_list(field: str, value: str | None) -> None:
+    """A comma list (Reply-To, Cc, BCC; seed 002): at most LIST_MAX characters, commas
+    not semicolons, every address valid and sendable. ValueError naming field and value."""
+    if not value:
+        return
+    if len(value) > LIST_MAX:
+        raise ValueError(
+            f"{field}: longer than {LIST_MAX} characters ({len(value)}): {value[:80]!r}…"
+        )
+    if ";" in value:
+        raise ValueError(f"{field}: separate addresses with commas, not semicolons (got {value!r})")
+    if found := _CONTROL.search(value):  # before splitting: strip() would hide U+2028 etc.
+        raise ValueError(
+            f"{field}: contains U+{ord(found.group()):04X} (a line break or control "
+            f"character) at position {found.start()} (got {value!r})"
+        )
+    for item in split_address_list(value):
+        reason = check_address(item)
+        if reason is None:
+            try:
+                wire_address(item)
+            except AddressError as exc:
+                reason = str(exc)
         if reason:
             raise ValueError(f"{field}: {reason}")
-    if bcc and ";" in bcc:
-        raise ValueError(f"bcc: separate addresses with commas, not semicolons (got {bcc!r})")
-    for item in split_address_list(bcc):
-        reason = check_address(item)
-        if reason:
-            raise ValueError(f"bcc: {reason}")
+
+
+def validate_sender_settings(
+    from_address: str, reply_to: str, bcc: str | None, cc: str | None = None
+) -> None:
+    """A7 and seed 002: From exactly one valid address; Reply-To one or more (a comma
+    list); Cc and BCC comma lists. Raises ValueError naming the field and the value."""
+    if not from_address or not from_address.strip():
+        raise ValueError(f"from_address: an address is required (got {from_address!r})")
+    if len(split_address_list(from_address)) != 1 or ";" in from_address:
+        raise ValueError(f"from_address: exactly one address is allowed (got {from_address!r})")
+    if reason := check_address(from_address):
+        raise ValueError(f"from_address: {reason}")
+    if not reply_to or not split_address_list(reply_to):
+        raise ValueError(f"reply_to: an address is required (got {reply_to!r})")
+    for field, value in (("reply_to", reply_to), ("cc", cc), ("bcc", bcc)):
+        validate_address_list(field, value)
 
 
 # What any address must be to be sent at all: ASCII atext and dots before exactly one @
@@ -125,6 +151,7 @@ def validate_sender_settings(from_address: str, reply_to: str, bcc: str | None) 
 _WIRE_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+")
 _WIRE_DOMAIN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+WIRE_MAX = 254  # RFC 5321 4.5.3.1.3: a path of 256 octets including the angle brackets
 
 
 class AddressError(ValueError):
@@ -167,7 +194,10 @@ def wire_address(address: str) -> str:
         domain = _a_labels(address, domain)
     if not _WIRE_DOMAIN.fullmatch(domain):
         raise AddressError(address, "has characters that cannot be sent after the @")
-    return f"{local}@{domain}"
+    wire = f"{local}@{domain}"
+    if len(wire) > WIRE_MAX:  # no server takes it; on one header line it could pass 998
+        raise AddressError(address, f"is longer than {WIRE_MAX} characters (RFC 5321 path)")
+    return wire
 
 
 def _a_labels(address: str, domain: str) -> str:

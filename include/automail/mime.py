@@ -6,15 +6,17 @@
   MailBuildError naming the field and value: no header injection.
 - Caller text is never taken for an encoded word: text holding "=?" (or non-ASCII, or
   too long for one line) is written as encoded words that decode back to exactly it.
-- From is exactly one address, Reply-To at most/exactly one, BCC a comma list; BCC is
-  never written as a header (it only goes into the SMTP envelope). Addresses go out in
-  their wire form (`addresses.wire_address`): IDN domains as A-labels; an address that
-  cannot be written as it is (angle brackets, spaces, no local part, a non-ASCII local
-  part) is refused, whether or not the shop's address check is on.
-- Bodies are UTF-8: text/plain, text/html, or multipart/alternative when both.
-  ISO-2022-JP is deliberately not offered: every current Japanese mobile carrier
-  (docomo, au, SoftBank, and the MVNOs on them) accepts UTF-8, and ISO-2022-JP cannot
-  carry many characters customers use in names (e.g. 髙, 﨑, emoji).
+- From is exactly one address; Reply-To, Cc (the shop's, `shops.cc`) and BCC are comma
+  lists of at most 1,000 characters (seed 002), each address checked; Cc goes into the
+  header and the envelope, BCC only into the envelope. Addresses go out in their wire
+  form (`addresses.wire_address`): IDN domains as A-labels; an address that cannot be
+  written as it is (angle brackets, spaces, no local part, a non-ASCII local part) is
+  refused, whether or not the shop's address check is on.
+- Bodies are text/plain, text/html, or multipart/alternative when both, in the shop's
+  charset (`shops.charset`, automail.charset): UTF-8 by default, or ISO-2022-JP (strict
+  JIS X 0208, 7bit) for recipients that still need it. Text the charset cannot carry
+  (①, ㈱, 髙, emoji, half-width kana) raises MailBuildError naming the field and the
+  characters: never a `?`.
 - A stable Message-ID derived from the mail id plus `X-Automail-Id` let the sink match
   a message to its mail, and let a retry be recognised as the same mail; only the
   Message-ID's signed token (automail.bounce_links) lets a bounce change anything.
@@ -33,7 +35,14 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 from typing import TYPE_CHECKING
 
-from automail.addresses import AddressError, domain_of, split_address_list, wire_address
+from automail.addresses import (
+    LIST_MAX,
+    AddressError,
+    domain_of,
+    split_address_list,
+    wire_address,
+)
+from automail.charset import CODECS, UTF8, describe, unencodable
 
 if TYPE_CHECKING:
     from automail.models import Mail, Shop
@@ -193,9 +202,28 @@ def _id_domain(from_address: str) -> str:
         return domain_of(from_address or "") or "localhost"
 
 
-def envelope_recipients(mail: Mail) -> list[str]:
-    """To plus every BCC address: the SMTP RCPT list."""
-    return [mail.to_address.strip(), *split_address_list(mail.bcc)]
+def envelope_recipients(mail: Mail, shop: Shop | None = None) -> list[str]:
+    """To plus every Cc and BCC address: the SMTP RCPT list."""
+    return [mail.to_address.strip(), *copy_recipients(mail, shop)]
+
+
+def copy_recipients(mail: Mail, shop: Shop | None) -> list[str]:
+    """The shop's Cc and the mail's BCC addresses (RCPT TO after To)."""
+    return [
+        *split_address_list(shop.cc if shop is not None else None),
+        *split_address_list(mail.bcc),
+    ]
+
+
+def _address_list(field: str, value: str | None) -> list[str]:
+    """A comma list (Reply-To, Cc, BCC): at most LIST_MAX characters, each address in
+    its wire form; MailBuildError naming the field and value otherwise."""
+    value = _clean(field, value)
+    if len(value) > LIST_MAX:
+        raise MailBuildError(field, value, f"longer than {LIST_MAX} characters")
+    if ";" in value:
+        raise MailBuildError(field, value, "separate addresses with commas, not semicolons")
+    return [_wire(field, value, item) for item in split_address_list(value)]
 
 
 @dataclass(frozen=True)
@@ -204,24 +232,23 @@ class _Fields:
 
     from_address: str
     to_address: str
-    reply_to: str | None
+    reply_to: list[str]
+    cc: list[str]
     subject: str
     from_name: str
     extra: list[tuple[str, str]]
+    charset: str
 
 
-def _checked(mail: Mail) -> _Fields:
+def _checked(mail: Mail, shop: Shop | None = None) -> _Fields:
     """Every safety check of a mail's fields (F4); raises MailBuildError naming the field."""
     from_address = _one_address("from_address", mail.from_address, required=True)
     assert from_address is not None
     to_address = _one_address("to_address", mail.to_address, required=True)
     assert to_address is not None
-    reply_to = _one_address("reply_to", mail.reply_to, required=False)
-    bcc = _clean("bcc", mail.bcc)
-    if ";" in bcc:
-        raise MailBuildError("bcc", bcc, "separate addresses with commas, not semicolons")
-    for item in split_address_list(bcc):
-        _wire("bcc", bcc, item)
+    reply_to = _address_list("reply_to", mail.reply_to)
+    cc = _address_list("cc", shop.cc if shop is not None else None)
+    _address_list("bcc", mail.bcc)
     subject = _clean("subject", mail.subject)
     from_name = _clean("from_name", mail.from_name)
     extra = []
@@ -237,7 +264,14 @@ def _checked(mail: Mail) -> _Fields:
     for field in ("body_text", "body_html"):
         if body := getattr(mail, field):
             _unicode(field, body)
-    return _Fields(from_address, to_address, reply_to, subject, from_name, extra)
+    charset = (shop.charset if shop is not None else None) or UTF8
+    texts: list[tuple[str, str | None]] = [("subject", subject), ("from_name", from_name)]
+    texts += extra
+    texts += [("body_text", mail.body_text), ("body_html", mail.body_html)]
+    for field, text in texts:
+        if chars := unencodable(text, charset):
+            raise MailBuildError(field, text, f"{describe(chars)} cannot be written in {charset}")
+    return _Fields(from_address, to_address, reply_to, cc, subject, from_name, extra, charset)
 
 
 def build_message(
@@ -269,37 +303,48 @@ _MAX_LINE = 78  # SMTP policy max_line_length
 _HARD_LINE = 998  # RFC 5322 line limit
 _RAW_MAX = _HARD_LINE - 40  # longest text written raw on one line after its header name
 _HEADER_NAME = re.compile(r"[!-9;-~]+")  # RFC 5322 field-name: printable ASCII but ":"
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")  # what bytes.splitlines() splits on
 
 
-def _encoded_words(value: str) -> str:
-    """`value` as RFC 2047 B encoded words of UTF-8, split on character boundaries."""
-    words: list[bytes] = []
-    chunk = b""
-    for ch in value:
-        b = ch.encode("utf-8")
-        if len(chunk) + len(b) > _EW_BYTES and chunk:
-            words.append(chunk)
-            chunk = b""
-        chunk += b
-    words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w).decode()}?=" for w in words)
+def _encoded_words(value: str, charset: str = UTF8) -> str:
+    """`value` as RFC 2047 B encoded words of `charset`, split on character boundaries;
+    each ISO-2022-JP word is encoded on its own, so it ends back in ASCII (RFC 1468)."""
+    if charset == UTF8:
+        words: list[bytes] = []
+        chunk = b""
+        for ch in value:
+            b = ch.encode("utf-8")
+            if len(chunk) + len(b) > _EW_BYTES and chunk:
+                words.append(chunk)
+                chunk = b""
+            chunk += b
+        words.append(chunk)
+    else:
+        codec, words, part = CODECS[charset], [], ""
+        for ch in value:
+            if part and len((part + ch).encode(codec)) > _EW_BYTES:
+                words.append(part.encode(codec))
+                part = ""
+            part += ch
+        words.append(part.encode(codec))
+    return "\r\n ".join(f"=?{charset}?b?{base64.b64encode(w).decode()}?=" for w in words)
 
 
-def _text_header(value: str) -> str:
+def _text_header(value: str, charset: str = UTF8) -> str:
     """An unstructured header value (Subject, a display name, an extra header): plain ASCII
     as it is; anything else (non-ASCII, "=?" a receiver would decode, too long for one
     line) as encoded words, which a receiver decodes back to exactly `value`."""
     if value.isascii() and "=?" not in value and len(value) <= _RAW_MAX:
         return value
-    return _encoded_words(value)
+    return _encoded_words(value, charset)
 
 
-def _named_address(name: str, address: str) -> str:
+def _named_address(name: str, address: str, charset: str = UTF8) -> str:
     if not name:
         return address
     if name.isascii() and "=?" not in name and len(name) <= _RAW_MAX:
         return formataddr((name, address))  # a quoted string when it holds specials
-    return f"{_encoded_words(name)} <{address}>"
+    return f"{_encoded_words(name, charset)} <{address}>"
 
 
 class HeaderCache:
@@ -307,18 +352,29 @@ class HeaderCache:
     sender settings repeat on every mail)."""
 
     def __init__(self) -> None:
-        self.from_lines: dict[tuple[str, str], str] = {}
+        self.from_lines: dict[tuple[str, str, str], str] = {}
 
-    def from_line(self, name: str, address: str) -> str:
-        key = (name, address)
+    def from_line(self, name: str, address: str, charset: str = UTF8) -> str:
+        key = (name, address, charset)
         line = self.from_lines.get(key)
         if line is None:
-            line = self.from_lines[key] = f"From: {_named_address(name, address)}\r\n"
+            line = f"From: {_named_address(name, address, charset)}\r\n"
+            self.from_lines[key] = line
         return line
 
 
-def _encode_body(text: str) -> tuple[str, bytes]:
-    """(Content-Transfer-Encoding, encoded body with CRLF), chosen as set_content does."""
+def _encode_body(text: str, charset: str = UTF8) -> tuple[str, bytes]:
+    """(Content-Transfer-Encoding, encoded body with CRLF), chosen as set_content does;
+    ISO-2022-JP (7-bit by design; each line ends back in ASCII) as 7bit, base64 only
+    for a line over the 998-octet limit."""
+    if charset != UTF8:
+        lines = [line.encode(CODECS[charset]) for line in _LINE_BREAK.split(text)]
+        if lines and not lines[-1]:
+            lines.pop()
+        raw = b"\r\n".join(lines) + b"\r\n"
+        if max((len(x) for x in lines), default=0) <= _HARD_LINE:
+            return "7bit", raw
+        return "base64", base64.encodebytes(raw).replace(b"\n", b"\r\n")
     lines = text.encode("utf-8").splitlines()
     if max((len(x) for x in lines), default=0) <= _MAX_LINE:
         return ("7bit" if text.isascii() else "8bit"), b"\r\n".join(lines) + b"\r\n"
@@ -333,8 +389,14 @@ def _encode_body(text: str) -> tuple[str, bytes]:
     return "quoted-printable", sniff_qp.replace("\n", "\r\n").encode("ascii")
 
 
-def _part_head(subtype: str, cte: str) -> bytes:
-    return f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'.encode()
+def _address_lines(addresses: list[str]) -> str:
+    """An address list folded one address per line (a 1,000-character list stays under
+    the 998-octet line limit)."""
+    return ",\r\n ".join(addresses)
+
+
+def _part_head(subtype: str, cte: str, charset: str = UTF8) -> bytes:
+    return f'Content-Type: text/{subtype}; charset="{charset}"\r\nContent-Transfer-Encoding: {cte}\r\n'.encode()
 
 
 def render_bytes(
@@ -344,39 +406,42 @@ def render_bytes(
     cache: HeaderCache | None = None,
 ) -> bytes:
     """The wire bytes of `mail`. Raises MailBuildError on any unsafe field."""
-    f = _checked(mail)
+    f = _checked(mail, shop)
     cache = cache or HeaderCache()
     message_id = mail.message_id or message_id_for(
         mail.id, f.from_address, shop.code if shop is not None else None
     )
     if not message_id.isascii() or _CONTROL.search(message_id) or " " in message_id:
         raise MailBuildError("message_id", message_id, "must be ASCII without spaces or controls")
-    head = [cache.from_line(f.from_name, f.from_address), f"To: {f.to_address}\r\n"]
+    head = [cache.from_line(f.from_name, f.from_address, f.charset), f"To: {f.to_address}\r\n"]
+    if f.cc:
+        head.append(f"Cc: {_address_lines(f.cc)}\r\n")
     if f.reply_to:
-        head.append(f"Reply-To: {f.reply_to}\r\n")
+        head.append(f"Reply-To: {_address_lines(f.reply_to)}\r\n")
     head += [
-        f"Subject: {_text_header(f.subject)}\r\n",
+        f"Subject: {_text_header(f.subject, f.charset)}\r\n",
         f"Date: {format_datetime(now or datetime.now(UTC))}\r\n",
         f"Message-ID: {message_id}\r\n",
         f"X-Automail-Id: {mail.id}\r\n",
     ]
-    head += [f"{name}: {_text_header(value)}\r\n" for name, value in f.extra]
+    head += [f"{name}: {_text_header(value, f.charset)}\r\n" for name, value in f.extra]
     head.append("MIME-Version: 1.0\r\n")
     text, html = mail.body_text, mail.body_html
     parts = []
     if text:
-        parts.append(("plain", *_encode_body(text)))
+        parts.append(("plain", *_encode_body(text, f.charset)))
     if html:
-        parts.append(("html", *_encode_body(html)))
+        parts.append(("html", *_encode_body(html, f.charset)))
     if len(parts) == 1:
         subtype, cte, body = parts[0]
-        return "".join(head).encode("ascii") + _part_head(subtype, cte) + b"\r\n" + body
+        return "".join(head).encode("ascii") + _part_head(subtype, cte, f.charset) + b"\r\n" + body
     boundary = f"=_automail_{mail.id}_{secrets.token_hex(8)}"
     while any(boundary.encode() in body for _, _, body in parts):  # pragma: no cover - 2^-64
         boundary = f"=_automail_{mail.id}_{secrets.token_hex(8)}"
     head.append(f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n\r\n')
     out = ["".join(head).encode("ascii")]
     for subtype, cte, body in parts:
-        out += [f"--{boundary}\r\n".encode(), _part_head(subtype, cte), b"\r\n", body, b"\r\n"]
+        part_head = _part_head(subtype, cte, f.charset)
+        out += [f"--{boundary}\r\n".encode(), part_head, b"\r\n", body, b"\r\n"]
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out)

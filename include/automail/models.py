@@ -107,7 +107,7 @@ class Shop(Base):
     name: Mapped[str] = mapped_column(String(200))
     from_address: Mapped[str] = mapped_column(String(320))
     from_name: Mapped[str | None] = mapped_column(String(200))
-    reply_to: Mapped[str] = mapped_column(String(320))
+    reply_to: Mapped[str] = mapped_column(String(1000))  # comma list (seed 002, 0012)
     bcc: Mapped[str | None] = mapped_column(Text)  # comma-separated addresses
     return_path: Mapped[str | None] = mapped_column(String(320))  # envelope sender, bounces
     admin_address: Mapped[str] = mapped_column(String(320))
@@ -123,11 +123,22 @@ class Shop(Base):
     # marketplace whose relay rules apply (seed 003: "rakuten" forbids mask addresses).
     smtp_conn_id: Mapped[str | None] = mapped_column(String(250))
     marketplace: Mapped[str | None] = mapped_column(String(32))
+    # 0012 (seed 002 deliverability): Cc list (header + envelope, applied at send time),
+    # the mail's charset (automail.charset) and the Airflow connection of its DKIM key.
+    cc: Mapped[str | None] = mapped_column(Text)
+    charset: Mapped[str] = mapped_column(String(16), default="utf-8", server_default="utf-8")
+    dkim_conn_id: Mapped[str | None] = mapped_column(String(250))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime(), server_default=func.now())
 
     @property
     def relay(self) -> str:
         return self.smtp_conn_id or DEFAULT_RELAY
+
+    @property
+    def contact_address(self) -> str:
+        """The first Reply-To address, where one address is wanted (the shop_email merge
+        field, List-Unsubscribe's mailto:); Reply-To itself may be a list (seed 002)."""
+        return (self.reply_to or "").split(",")[0].strip()
 
 
 class Customer(Base):
@@ -303,7 +314,7 @@ class Mail(Base):
     to_address: Mapped[str] = mapped_column(String(320))
     from_address: Mapped[str] = mapped_column(String(320))
     from_name: Mapped[str | None] = mapped_column(String(200))
-    reply_to: Mapped[str | None] = mapped_column(String(320))
+    reply_to: Mapped[str | None] = mapped_column(String(1000))  # comma list (0012)
     bcc: Mapped[str | None] = mapped_column(Text)
     return_path: Mapped[str | None] = mapped_column(String(320))
     subject: Mapped[str] = mapped_column(Text, default="")

@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 from automail.models import DEFAULT_RELAY, Shop
 
 # Airflow connection ids: letters, digits, _ . - (what `airflow connections add` accepts).
-_CONN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
+CONN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,250}$")
 MASK_DOMAINS = {"rakuten": ("shop.rakuten.co.jp",)}
 MARKETPLACES = ("rakuten",)
-_SENDER_FIELDS = ("from_address", "reply_to", "bcc", "signature_pc", "signature_mobile")
+_SENDER_FIELDS = ("from_address", "reply_to", "cc", "bcc", "signature_pc", "signature_mobile")
 
 
 class RelaySettingError(ValueError):
@@ -52,7 +52,7 @@ def set_shop_relay(
     shop = session.scalar(select(Shop).where(Shop.code == code))
     if shop is None:
         raise RelaySettingError(f"shop {code!r}: no such shop")
-    if conn_id is not None and not _CONN_ID.match(conn_id):
+    if conn_id is not None and not CONN_ID_PATTERN.match(conn_id):
         raise RelaySettingError(
             f"shop {code}: relay {conn_id!r} is not an Airflow connection id "
             "(letters, digits, _ . -; at most 250)"

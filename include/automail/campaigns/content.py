@@ -148,7 +148,7 @@ def context_for(shop, customer, unsubscribe_url: str) -> dict[str, Any]:  # noqa
         "sign_pc": shop.signature_pc or "",
         "sign_mobile": shop.signature_mobile or "",
         "signature": shop.signature_pc or "",
-        "shop_email": shop.reply_to,
+        "shop_email": shop.contact_address,
         "coupon_url": shop.coupon_url or "",
         "unsubscribe_url": unsubscribe_url,
         "customer_name": getattr(customer, "name", "") or "",

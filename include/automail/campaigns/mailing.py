@@ -75,7 +75,7 @@ class MarketingMailer:
         self.tracker = tracker  # opens/clicks (automail.tracking), None when off
         self.key = secret_key()
         self.base = str(settings.get(session, "public_base_url")).rstrip("/")
-        self.mailto = shop.reply_to
+        self.mailto = shop.contact_address
 
     def unsubscribe_url(self, customer_id: int) -> str:
         return f"{self.base}{URL_PATH}?t={quote(make_token(self.shop.id, customer_id, self.key))}"

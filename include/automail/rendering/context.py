@@ -113,7 +113,7 @@ GETTERS: dict[str, Callable[[Sources], Any]] = {
     "sign_pc": lambda s: getattr(s.shop, "signature_pc", None),
     "sign_mobile": lambda s: getattr(s.shop, "signature_mobile", None),
     "signature": _signature,
-    "shop_email": lambda s: getattr(s.shop, "reply_to", None),
+    "shop_email": lambda s: getattr(s.shop, "contact_address", None),
     "coupon_url": lambda s: getattr(s.shop, "coupon_url", None),
     "order_number": lambda s: getattr(s.order, "order_number", None),
     "ordered_at": lambda s: jst_date(getattr(s.order, "ordered_at", None)),

@@ -44,6 +44,7 @@ _SHOP_COLUMNS = (
     "name",
     "from_name",
     "reply_to",
+    "contact_address",
     "signature_pc",
     "signature_mobile",
     "coupon_url",

@@ -18,9 +18,10 @@ from datetime import UTC, datetime
 from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.orm import Session
 
-from automail.models import Campaign, Mail, Template
+from automail.charset import UTF8, describe, unencodable
+from automail.models import Campaign, Mail, Shop, Template
 from automail.rendering.environment import validate_template
-from automail.rendering.errors import TemplateNotFound
+from automail.rendering.errors import TemplateError, TemplateNotFound
 from automail.states import DEVICES, MAIL_KINDS, ORDER_CONFIRMATION, SHIPPING_NOTICE
 
 STAGES = (0, 1, 2)  # 0 = any, 1 = first purchase, 2 = repeat customer
@@ -116,6 +117,9 @@ def save_template(
     body_text = body_text or None
     body_html = body_html or None
     validate_template(subject, body_text, body_html)
+    texts = {"subject": subject, "body_text": body_text, "body_html": body_html}
+    if problems := _charset_problems(session, shop_id, texts):
+        raise TemplateError(problems[0][0], None, "; ".join(f"{f}: {p}" for f, p in problems))
     row = get_slot(session, shop_id, kind, device, stage, carrier)
     if row is None:
         row = Template(shop_id=shop_id, kind=kind, device=device, stage=stage, carrier=carrier)
@@ -130,6 +134,24 @@ def save_template(
     row.updated_at = datetime.now(UTC)
     session.flush()
     return row
+
+
+def _charset_problems(
+    session: Session, shop_id: int | None, texts: dict[str, str | None]
+) -> list[tuple[str, str]]:
+    """At template save time, (field, problem) for each character of `texts` the charset
+    of a shop using the template cannot carry: its shop's; a common default is checked
+    against every ISO-2022-JP shop (any of them may fall back to it)."""
+    query = select(Shop.code, Shop.charset).where(Shop.charset != UTF8)
+    if shop_id is not None:
+        query = query.where(Shop.id == shop_id)
+    problems = []
+    for code, charset in session.execute(query.order_by(Shop.code)):
+        for field, text in texts.items():
+            if chars := unencodable(text, charset):
+                problem = f"{describe(chars)} cannot be written in {charset} (shop {code})"
+                problems.append((field, problem))
+    return problems
 
 
 def _default_name(shop_id: int | None, kind: str, device: str, stage: int, carrier: str) -> str:

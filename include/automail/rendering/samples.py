@@ -12,6 +12,7 @@ SAMPLE_SHOP = SimpleNamespace(
     name="サンプル店舗",
     from_name="サンプル店舗",
     reply_to="support@shop.example.jp",
+    contact_address="support@shop.example.jp",
     signature_pc="――――――――――――\nサンプル店舗\nsupport@shop.example.jp\n――――――――――――",
     signature_mobile="--\nサンプル店舗",
     coupon_url="https://shop.example.jp/coupon/SAMPLE",

@@ -38,12 +38,13 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from automail import address_health, settings
-from automail.addresses import check_address, domain_of, split_address_list
+from automail.addresses import check_address, domain_of
 from automail.bounce_links import MailSigner
 from automail.db import rowcount
-from automail.mime import HeaderCache, MailBuildError, render_bytes
+from automail.mime import HeaderCache, MailBuildError, copy_recipients, render_bytes
 from automail.models import Mail, SendAttempt, Shop
 from automail.sending.claim import in_flight_mail_ids, release_claims
+from automail.sending.dkim_sign import DkimKeyError, DkimSigner
 from automail.sending.pacing import active_backoffs, pacing_table, record_backoff
 from automail.sending.relay_slots import release_slots, take_slots
 from automail.sending.retry import address_verdict, attempts_allowed, next_attempt
@@ -163,6 +164,7 @@ class BatchSender:
         self.pg = _pg_fast_path(session)
         self.sent_rows: list[tuple] = []  # PG: "accepted" outcomes not yet written
         self.headers = HeaderCache()  # encoded From/Reply-To, shared by the batch's mails
+        self.dkim_keys: dict[str, DkimSigner | DkimKeyError] = {}  # DKIM connection -> key
         self.unavailable: str | None = None  # why the SMTP server cannot be used, once known
         self.signer = MailSigner.load()  # signed return paths and Message-IDs; no key: stop
         now = _clock(now)
@@ -494,9 +496,12 @@ class BatchSender:
                 address_reason = check_address(mail.to_address) if shop.address_check else None
                 reason = address_reason and f"to_address: {address_reason}"
                 if reason is None:
-                    ready.append((mail, message_id, render_bytes(mail, shop, now, self.headers)))
+                    data = render_bytes(mail, shop, now, self.headers)
+                    if shop.dkim_conn_id:
+                        data = self.dkim_key(shop.dkim_conn_id).sign(data)
+                    ready.append((mail, message_id, data))
                     continue
-            except MailBuildError as exc:
+            except (MailBuildError, DkimKeyError) as exc:
                 reason = f"cannot build the message: {exc}"
             except Exception as exc:
                 log.exception("batch %s: mail %s cannot be built", self.claim_id, mail.id)
@@ -505,6 +510,19 @@ class BatchSender:
             extra = {"address_reason": address_reason, "message_id": message_id}
             refused.append((mail, None, result, now, extra))
         return ready, refused
+
+    def dkim_key(self, conn_id: str) -> DkimSigner:
+        """The DKIM key of `conn_id`, read once per batch; a failure is kept and raised
+        for each of the shop's mails (error naming the connection, never unsigned)."""
+        if conn_id not in self.dkim_keys:
+            try:
+                self.dkim_keys[conn_id] = DkimSigner.resolve(conn_id)
+            except DkimKeyError as exc:
+                self.dkim_keys[conn_id] = exc
+        found = self.dkim_keys[conn_id]
+        if isinstance(found, DkimKeyError):
+            raise found
+        return found
 
     def _write(
         self, done: list[Outcome], refused: list[Outcome], ready: list[Ready]
@@ -544,7 +562,7 @@ class BatchSender:
                     result = conn.send(
                         self.signer.envelope_sender(mail),
                         mail.to_address.strip(),
-                        split_address_list(mail.bcc),
+                        copy_recipients(mail, self.shops[mail.shop_id]),  # cached by _prepare
                         data,
                     )
                 except SmtpUnavailable as exc:
@@ -603,7 +621,7 @@ def db_text(text: str) -> str:
 
 def _sent_detail(result: SmtpResult) -> str:
     if result.refused_bcc:
-        return f"{result.text}; BCC refused: {result.refused_bcc}"
+        return f"{result.text}; Cc/BCC refused: {result.refused_bcc}"
     return result.text
 
 

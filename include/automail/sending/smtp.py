@@ -60,6 +60,40 @@ class RelayConfigError(ValueError):
     """A relay connection's settings are unusable; the message names the connection."""
 
 
+def parse_connection(value: str, conn_id: str, kind: str = "SMTP") -> Any:
+    """An `AIRFLOW_CONN_*` value (URI or JSON) as Airflow's own `Connection`."""
+    from airflow.sdk import Connection
+
+    _logs_off_stdout()
+    value = value.strip()
+    try:
+        if value.startswith("{"):
+            return Connection.from_json(value, conn_id=conn_id)
+        return Connection.from_uri(value, conn_id=conn_id)
+    except Exception as exc:  # Airflow raises several types for a malformed value
+        raise RelayConfigError(
+            f"{kind} connection {conn_id!r}: cannot parse {env_var(conn_id)}: {exc}"
+        ) from exc
+
+
+def airflow_connection(conn_id: str, kind: str = "SMTP") -> Any:
+    """The connection `conn_id` (SMTP relays, DKIM keys): the env variable
+    `AIRFLOW_CONN_<ID>` when set (CLI, tests, the demo), else Airflow's own lookup
+    (secrets backend, metadata DB). RelayConfigError for a malformed value, LookupError
+    when there is none; both name the connection."""
+    if value := os.environ.get(env_var(conn_id)):
+        return parse_connection(value, conn_id, kind)
+    try:
+        from airflow.sdk import BaseHook
+
+        return BaseHook.get_connection(conn_id)
+    except Exception as exc:
+        raise LookupError(
+            f"no {kind} settings: set {env_var(conn_id)} or the Airflow connection "
+            f"{conn_id!r} ({exc})"
+        ) from exc
+
+
 def _positive_int(conn_id: str, extra: dict, key: str, default: int) -> int:
     raw = extra.get(key, default)
     text = str(raw).strip()
@@ -138,20 +172,7 @@ class SmtpConfig:
     @classmethod
     def from_uri_or_json(cls, value: str, conn_id: str = CONN_ID) -> SmtpConfig:
         """An `AIRFLOW_CONN_*` value (URI or JSON), parsed by Airflow's `Connection`."""
-        from airflow.sdk import Connection
-
-        _logs_off_stdout()
-        value = value.strip()
-        try:
-            if value.startswith("{"):
-                conn = Connection.from_json(value, conn_id=conn_id)
-            else:
-                conn = Connection.from_uri(value, conn_id=conn_id)
-        except Exception as exc:  # Airflow raises several types for a malformed value
-            raise RelayConfigError(
-                f"SMTP connection {conn_id!r}: cannot parse {env_var(conn_id)}: {exc}"
-            ) from exc
-        return cls.from_connection(conn)
+        return cls.from_connection(parse_connection(value, conn_id))
 
     @classmethod
     def from_env(cls, conn_id: str = CONN_ID) -> SmtpConfig:
@@ -170,17 +191,7 @@ class SmtpConfig:
     @classmethod
     def resolve(cls, conn_id: str = CONN_ID) -> SmtpConfig:
         """For the CLI/UI: the env variable, else the Airflow connection."""
-        if os.environ.get(env_var(conn_id)):
-            return cls.from_env(conn_id)
-        try:
-            return cls.from_airflow(conn_id)
-        except RelayConfigError:
-            raise
-        except Exception as exc:
-            raise LookupError(
-                f"no SMTP settings: set {env_var(conn_id)} or the Airflow connection "
-                f"{conn_id!r} ({exc})"
-            ) from exc
+        return cls.from_connection(airflow_connection(conn_id))
 
     def tls_context(self) -> ssl.SSLContext:
         if not self.verify:  # the provider's `ssl_context: none`
