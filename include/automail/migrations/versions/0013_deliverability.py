@@ -1,7 +1,7 @@
 """deliverability options of seed 002: Cc and Reply-To lists, charset, DKIM key connection
 
-Revision ID: 0012_h_deliverability
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0012_h_deliverability"
-down_revision = "0011"
+revision = "0013"
+down_revision = "0012"
 branch_labels = None
 depends_on = None
 
