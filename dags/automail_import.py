@@ -1,6 +1,6 @@
-"""Import new order, customer and shipment data every minute (issue 15).
+"""Imports new order, customer and shipment data every minute. Never sends.
 
-Two sources, both idempotent (upserts keyed by shop and source id):
+**What it does.** Two sources, both idempotent (upserts keyed by shop and source id):
 - the drop location (setting `import_drop_location`: a folder, default var/import, or
   any ObjectStoragePath URL such as s3://conn@bucket/prefix) holding
   `<shop>/<orders|customers|shipments>/*.csv`, each file imported once (checksum);
@@ -11,6 +11,12 @@ to `automail import rejects` and a `.rejects.csv` beside the file. When orders o
 shipments changed, the task emits the Asset `automail_orders_changed`, which starts
 `automail_create_transactional` at once. A file that failed as a whole (encoding,
 missing column) fails the `check_failures` task after the others were imported.
+
+**When to unpause it.** Once the shop's exports land in the drop location (or its SQL
+source is added), before `automail_create_transactional`, so creation sees the orders.
+
+**What it never does.** It never sends or creates mails, never imports the same file
+twice, and never drops a refused row silently (every one is kept with its reason).
 """
 
 from __future__ import annotations

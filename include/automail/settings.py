@@ -74,6 +74,14 @@ def pacing_overrides(value: Any) -> str | None:
     return None
 
 
+def drop_location(value: Any) -> str | None:
+    """'' (var/import), a folder path or an object-storage URL: one line, no controls."""
+    ok = len(value) <= 1000 and value.strip() == value and value.isprintable()
+    return (
+        None if ok else "'' or a folder path / URL (s3://…) of at most 1,000 printable characters"
+    )
+
+
 def any_value(_value: Any) -> str | None:
     return None
 
@@ -174,7 +182,9 @@ SETTINGS: dict[str, SettingSpec] = {
         "Asia/Tokyo", "C8/C9: zone of allowed hours and quota months", time_zone
     ),
     "import_drop_location": SettingSpec(
-        "", "import: folder or URL (s3://…) holding <shop>/<kind>/*.csv; '' = var/import"
+        "",
+        "import: folder or URL (s3://…) holding <shop>/<kind>/*.csv; '' = var/import",
+        drop_location,
     ),
     "import_settle_seconds": SettingSpec(
         5,
