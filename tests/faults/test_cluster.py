@@ -311,7 +311,7 @@ def _running_partial_batch(cluster: Cluster, store: Engine) -> tuple[dict, list[
         if ti["state"] != "running" or not ti["hostname"]:
             continue
         batches = cluster.xcom("automail_send", ti["run_id"], "plan") or []
-        batch = batches[ti["map_index"]]
+        batch = batches[ti["map_index"]]["batch"]  # the plan maps {batch, smtp_conn_id}
         if 20 <= _sent_of(store, batch) <= len(batch) - 60:
             return ti, batch
     return None
