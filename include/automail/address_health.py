@@ -32,39 +32,29 @@ _RESET = (
 # One statement per result: the failure count and the invalid rule together. SET
 # expressions read the row as it was, hence `consecutive_failures + 1` in the conditions.
 _COUNT = Customer.consecutive_failures + 1
-_REACHED = bindparam("h_threshold") <= _COUNT
-_FAILED = (
-    update(Customer)
-    .where(_SAME)
-    .values(
-        consecutive_failures=_COUNT,
-        address_cleaned=Customer.address_cleaned | bindparam("h_hard"),
-        address_valid=case((_REACHED, False), else_=Customer.address_valid),
-        address_reason=case(
-            (_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
-            (bindparam("h_hard"), bindparam("h_reason")),
-            else_=Customer.address_reason,
-        ),
+
+
+def _failure_update(count):  # noqa: ANN001, ANN202 (SQL expression in, UPDATE out)
+    """The count becomes `count`; at the threshold the address turns invalid (its reason
+    set once); a hard result cleans it. One builder for a send result and a bounce."""
+    reached = bindparam("h_threshold") <= count
+    return (
+        update(Customer)
+        .where(_SAME)
+        .values(
+            consecutive_failures=count,
+            address_cleaned=Customer.address_cleaned | bindparam("h_hard"),
+            address_valid=case((reached, False), else_=Customer.address_valid),
+            address_reason=case(
+                (reached & Customer.address_valid.is_(True), bindparam("h_invalid")),
+                (bindparam("h_hard"), bindparam("h_reason")),
+                else_=Customer.address_reason,
+            ),
+        )
     )
-)
-# Raise the count to at least N (never lower it), then the same invalid rule.
-_RAISED = case(
-    (Customer.consecutive_failures < bindparam("h_at_least"), bindparam("h_at_least")),
-    else_=Customer.consecutive_failures,
-)
-_RAISED_REACHED = bindparam("h_threshold") <= _RAISED
-_RAISE_COUNT = (
-    update(Customer)
-    .where(_SAME)
-    .values(
-        consecutive_failures=_RAISED,
-        address_valid=case((_RAISED_REACHED, False), else_=Customer.address_valid),
-        address_reason=case(
-            (_RAISED_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
-            else_=Customer.address_reason,
-        ),
-    )
-)
+
+
+_FAILED = _failure_update(_COUNT)
 
 
 def record_result(
@@ -106,21 +96,8 @@ def record_result(
 # server *accepts* a mail (B10), so with delayed bounces only, accept/bounce/accept/bounce
 # would never reach the threshold; the run of bounced mails among the newest sent mails
 # to the address is the real number of failures in a row.
-_BOUNCE_COUNT = case((bindparam("h_at_least") > _COUNT, bindparam("h_at_least")), else_=_COUNT)
-_BOUNCE_REACHED = bindparam("h_threshold") <= _BOUNCE_COUNT
-_BOUNCED = (
-    update(Customer)
-    .where(_SAME)
-    .values(
-        consecutive_failures=_BOUNCE_COUNT,
-        address_cleaned=Customer.address_cleaned | bindparam("h_hard"),
-        address_valid=case((_BOUNCE_REACHED, False), else_=Customer.address_valid),
-        address_reason=case(
-            (_BOUNCE_REACHED & Customer.address_valid.is_(True), bindparam("h_invalid")),
-            (bindparam("h_hard"), bindparam("h_reason")),
-            else_=Customer.address_reason,
-        ),
-    )
+_BOUNCED = _failure_update(
+    case((bindparam("h_at_least") > _COUNT, bindparam("h_at_least")), else_=_COUNT)
 )
 # A hard bounce for a mail whose soft bounce was already counted: clean, count nothing.
 _CLEANED = (
