@@ -82,7 +82,29 @@ def _returned(headers: bytes) -> bytes:
     )
 
 
+def _forwarded_reports(depth: int, siblings: int = 1) -> bytes:
+    """A gateway notice forwarding a report that forwards a report … (the parser reads one
+    level); each level also carries `siblings` attached message/rfc822 parts."""
+    inner = _dsn(3)
+    for level in range(depth):
+        attached = "".join(
+            f"--f{level}\nContent-Type: message/rfc822\n\n" for _ in range(siblings - 1)
+        ).encode()
+        inner = (
+            DAEMON + b"Content-Type: multipart/report; report-type=delivery-status; "
+            b"boundary=f%d\n\n--f%d\nContent-Type: text/plain\n\nforwarded\n" % (level, level)
+            + attached
+            + b"--f%d\nContent-Type: message/rfc822\n\n" % level
+            + inner
+            + b"\n--f%d--\n" % level
+        )
+    return inner
+
+
 BOMBS: dict[str, Callable[[], bytes]] = {
+    # reports forwarded inside reports (the forwarded-report path reads one level)
+    "forwarded_reports_500_deep": lambda: _forwarded_reports(500),
+    "forwarded_report_5000_attached": lambda: _forwarded_reports(1, siblings=5_000),
     # giant encoded-word headers
     "subject_200k_encoded_words": lambda: (
         b"From: MAILER-DAEMON@x\nSubject: "

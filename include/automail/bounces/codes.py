@@ -85,8 +85,11 @@ SUBJECT_FALLBACK = {
 def find_enhanced(text: str) -> str | None:
     """First RFC 3463 code in text, preferring a specific one over a generic X.0.0."""
     found = [".".join(m.groups()) for m in ENHANCED_RE.finditer(text or "")]
-    specific = [s for s in found if not s.endswith(".0.0")]
-    return specific[0] if specific else found[0] if found else None
+    for generic in (".0", ".0.0"):  # X.Y.0 is "other" within its subject; X.0.0 says nothing
+        specific = [s for s in found if not s.endswith(generic)]
+        if specific:
+            return specific[0]
+    return found[0] if found else None
 
 
 def find_smtp_code(text: str) -> int | None:
@@ -151,14 +154,20 @@ def refine_user_unknown(
     stage = smtp_stage(context)
     if stage == "mail" and reason in HARD_REASONS:
         return "rejected"
-    if reason == "rejected" and stage == "rcpt" and bare_rejection(context):
+    bare = bare_rejection(context) if reason == "rejected" else None
+    if bare == "named" or (bare and stage == "rcpt"):
         return "userunknown"  # a bare "Rejected" answer to RCPT TO refuses the recipient
     if reason == "userunknown" and (refused := sender_refused(context)):
         return refused
     if reason != "userunknown" or is_decisive(enhanced):
         return reason
-    after_data = stage == "data" and not explicit_no_account(context)
-    if (remote_status or "").startswith("5.7.") or after_data:
+    explicit = explicit_no_account(context)
+    after_data = stage == "data" and not explicit
+    # Under 5.7.x a worded "user unknown" is a policy refusal, except an explicit
+    # no-account sentence in the reply to RCPT TO ("554 5.7.1 <a>: Recipient address
+    # rejected: Access denied" after RCPT TO is a recipient lookup).
+    policy = (remote_status or "").startswith("5.7.") and not (stage == "rcpt" and explicit)
+    if policy or after_data:
         return "filtered"
     status = remote_status or enhanced or ""
     if status[2:4] in ("2.", "3.") and stage != "rcpt":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from automail.bounces.codes import (
     HARD_REASONS,
@@ -72,10 +73,27 @@ MAX_RECIPIENTS = 20  # per DSN: we send to one address (and a few BCCs) per mail
 def recipients_from_dsn(text: str, human_text: str = "") -> list[BounceRecipient]:
     """BounceRecipients from the delivery-status fields (the first MAX_RECIPIENTS);
     human_text helps when codes are vague."""
-    blocks = [b for b in parse_fields(text) if any(k in b for k in _RECIPIENT_KEYS)]
+    fields = parse_fields(text)
+    blocks = [b for b in fields if any(k in b for k in _RECIPIENT_KEYS)]
     blocks = blocks[:MAX_RECIPIENTS]
     addrs = [a for b in blocks for k in _RECIPIENT_KEYS if (a := address_of(b.get(k)))]
-    return [_recipient(block, human_text, addrs) for block in blocks]
+    found = [_recipient(block, human_text, addrs) for block in blocks]
+    reporter = next((b["reporting-mta"] for b in fields if "reporting-mta" in b), "")
+    if _RULE_BOUNCER_RE.search(reporter):
+        found = [_as_rule_bounce(r) for r in found]
+    return found
+
+
+# Amazon SES *receiving* holds no mailboxes: a DSN it reports comes from a receipt rule's
+# Bounce action, whose reply ("550 5.1.1 Mailbox does not exist" is one of its presets)
+# the receiving domain's owner chose — a filter's verdict, not an address lookup.
+_RULE_BOUNCER_RE = re.compile(r"\binbound-smtp\.[a-z0-9-]+\.amazonaws\.com\b", re.I)
+
+
+def _as_rule_bounce(r: BounceRecipient) -> BounceRecipient:
+    if r.reason not in HARD_REASONS:
+        return r
+    return replace(r, outcome="soft", reason="filtered")
 
 
 def _refined(current: str | None, candidate: str | None) -> str | None:

@@ -19,7 +19,8 @@ from automail.bounces.codes import (
 )
 from automail.bounces.mime import one_line
 from automail.bounces.model import BounceRecipient
-from automail.bounces.rules import match_reason
+from automail.bounces.rules import STAGE_RE as _STAGE_MARK_RE
+from automail.bounces.rules import directory_verdict, match_reason, smtp_stage, smtp_stages
 
 MAX_RECIPIENTS = 20  # per bounce, as for DSNs
 
@@ -44,8 +45,11 @@ _SERVICE_LOCALS = frozenset(
 )
 _LISTED_RE = re.compile(r"^[ \t]*(?:[245]\d\d[ -]+)?[<*\-\"'( \t]*(" + ADDR_RE.pattern + ")", re.M)
 # Addresses named as the sender ("MAIL FROM: x", "From: x") are never the failed recipient.
+# ("error from remote mail server after RCPT TO:<a>" names a recipient, not a sender.)
 _SENDER_CONTEXT_RE = re.compile(
-    r"(?:mail from|envelope-from|from|sender)\s*[:=]?\s*[^\n<@]{0,40}<?[^\s<>@]+@[^\s<>]+", re.I
+    r"(?:mail from|envelope-from|from|sender)\s*[:=]?\s*(?:(?!rcpt to)[^\n<@]){0,40}"
+    r"<?[^\s<>@]+@[^\s<>]+",
+    re.I,
 )
 # Text that marks a delay warning rather than a failure.
 _DELAY_RE = re.compile(
@@ -103,17 +107,39 @@ def _classify(text: str, context: str) -> tuple[str, int | None, str | None]:
     # A reply code in the text is another server's answer, quoted by the reporting MTA.
     relayed = code is not None
     reason = refine_user_unknown(reason_for(code, status, text), status, context, status, relayed)
+    if reason == "userunknown" and unproven(code, status, text, context):
+        reason = "filtered"
     return reason, code, status
 
 
+def unproven(code: int | None, status: str | None, text: str, context: str) -> bool:
+    """A worded "user unknown" with no reply code, no status code and no dialogue stage,
+    that is not a mailbox host's directory verdict: a gateway's summary line ("a@b [User
+    unknown]", "Recipient Not Found") says as often that its filter refused the mail.
+    Read as a refusal (soft): cleaning the address on that evidence loses a customer,
+    keeping it costs one more attempt, and repeated failures still invalidate it."""
+    return (
+        code is None
+        and status is None
+        and smtp_stage(context) is None
+        and not directory_verdict(text)
+        and not directory_verdict(context)
+    )
+
+
 def segment_for(text: str, addr: str | None, recipients: list[str]) -> str:
-    """Text from the first mention of addr up to the next recipient's first mention."""
+    """The lines from the first mention of addr up to the line of another recipient's next
+    mention. Whole lines, so that ">>> RCPT To:<a>" (the stage) is part of a's slice;
+    the *next* mention, because reports often list everyone twice (a translated block,
+    then the English one)."""
     lowered = text.lower()
     if addr is None or addr not in lowered:
         return ""
-    start = lowered.find(addr)
-    later = [p for p in (lowered.find(r) for r in recipients if r != addr) if p > start]
-    return text[start : min(later) if later else len(text)]
+    first = lowered.find(addr)
+    start = lowered.rfind("\n", 0, first) + 1
+    later = [p for p in (lowered.find(r, first + 1) for r in recipients if r != addr) if p > first]
+    end = max(lowered.rfind("\n", first, min(later)) + 1, first + len(addr)) if later else len(text)
+    return text[start:end]
 
 
 def recipients_from_text(explanation: str, recipients: list[str]) -> list[BounceRecipient]:
@@ -125,15 +151,38 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
     for addr in [*recipients] if recipients else [None]:
         segment = segment_for(explanation, addr, recipients)
         # The slice after the address is most precise; fall back to the whole explanation.
+        # The recipient's own line when it carries a known phrase (sendmail: "554 <a>...
+        # Remote protocol error", then the next recipient's host line); else its slice;
+        # else, when the slice says nothing useful, the whole explanation.
+        own_line = segment.split("\n", 1)[0]
         says_something = match_reason(segment) or find_enhanced(segment) or find_smtp_code(segment)
-        text = segment if says_something else explanation
-        reason, code, status = _classify(text, explanation)
+        if match_reason(ADDR_RE.sub(" ", own_line)):  # an address "userunknown@…" is no phrase
+            text = own_line
+        else:
+            text = segment if says_something else explanation
+        context = _stage_context(segment, explanation)
+        reason, code, status = _classify(text, context)
         outcome = outcome_for(reason, code, status)
         permanent = (code or 0) >= 500 or (status or "").startswith("5.")
         if delayed and not permanent:  # a delay warning is not final, whatever it quotes
             outcome, reason = "soft", "expired" if reason == "undefined" else reason
         out.append(BounceRecipient(addr, outcome, status, code, reason, _diagnostic_line(text)))
     return out
+
+
+def _stage_context(segment: str, explanation: str) -> str:
+    """The text to read this recipient's dialogue stage from: its own slice when that names
+    one; else from the last stage named before it (sendmail: "While talking to a: >>> MAIL
+    From … <<< 501 …" then the recipients of that dialogue); else the whole report when it
+    names a single stage. One dialogue's MAIL FROM refusal is never lent to a recipient of
+    another dialogue."""
+    if not segment or smtp_stage(segment):
+        return segment or explanation
+    before = explanation[: explanation.find(segment)]
+    found = list(_STAGE_MARK_RE.finditer(before))
+    if found:
+        return explanation[found[-1].start() :]
+    return explanation if len(set(smtp_stages(explanation))) == 1 else segment
 
 
 def _diagnostic_line(text: str) -> str:

@@ -74,8 +74,29 @@ def parse_bounce(raw: bytes) -> ParsedBounce:
         return ParsedBounce("unknown")
 
 
+def _forwarded_report(msg: Message) -> Message | None:
+    """A delivery report attached whole to a gateway's notice (a virus scanner or mail
+    filter forwarding the DSN it received as message/rfc822): the report to read."""
+    parts = msg.get_payload() if msg.is_multipart() else []
+    for part in parts if isinstance(parts, list) else []:
+        if not isinstance(part, Message) or part.get_content_type() != "message/rfc822":
+            continue
+        inner = part.get_payload()
+        inner = inner[0] if isinstance(inner, list) and inner else inner
+        if (
+            isinstance(inner, Message)
+            and inner.get_content_type() == "multipart/report"
+            and "delivery-status" in str(inner.get_param("report-type") or "")
+        ):
+            return inner
+    return None
+
+
 def _parse(raw: bytes) -> ParsedBounce:
-    msg = load(raw)
+    return _parse_message(load(raw))
+
+
+def _parse_message(msg: Message, depth: int = 0) -> ParsedBounce:
     leaves = list(iter_leaves(msg))
     leaf_types = [p.get_content_type() for p in leaves]
     # Text parts, plus a multipart whose boundary never matched (its raw body is all we have).
@@ -108,6 +129,8 @@ def _parse(raw: bytes) -> ParsedBounce:
         recipients = [replace(recipients[0], recipient=sent_to[0])]
     if recipients:
         return ParsedBounce("dsn", tuple(recipients), message_id, headers)
+    if depth == 0 and (forwarded := _forwarded_report(msg)) is not None:
+        return _parse_message(forwarded, depth + 1)  # one level: a report inside a report inside…
 
     bounce_signals = has_bounce_signals(msg)
     if has_autoreply_signals(msg) and not bounce_signals:

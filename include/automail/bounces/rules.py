@@ -26,6 +26,9 @@ _RAW_PRIORITY: list[tuple[str, str]] = [
         r"(sent|sending) (to )?too many (recipients|messages)|rate limit|receiving mail at a rate",
         "speeding",
     ),
+    # A local delivery agent failing on the mailbox host (procmail):
+    # its own "No such user" under 5.1.1 is about the LDA's lookup, not the address.
+    (r"\bprocmail: |couldn't create \"?/|can't create (user )?output file", "mailererror"),
 ]
 
 _RAW_RULES: list[tuple[str, str]] = [
@@ -87,7 +90,8 @@ _RAW_RULES: list[tuple[str, str]] = [
     (r"has moved|address (has )?changed|no forwarding address", "hasmoved"),
     (
         r"indicated no smtp service|(domain|host|system) does not accept mail|null mx"
-        r"|does not accept e?-?mail|not accepting (any )?(e?-?mail|messages)|accepts? no mail",
+        r"|does not accept e?-?mail|not accepting (any )?(network )?(e?-?mail|messages)"
+        r"|accepts? no mail",
         "notaccept",
     ),
     # DNS trouble that may clear up: "try again" is the resolver saying it is temporary.
@@ -110,14 +114,16 @@ _RAW_RULES: list[tuple[str, str]] = [
         r"|no mx (record|host)|cannot resolve|can't resolve|nxdomain|no route to host for domain"
         r"|domain (name )?(lookup|resolution) failed|non-?existent (host|domain)"
         r"|all relevant mx records point to non-existent hosts|bad destination system address"
-        r"|(ドメイン|ホスト).{0,15}(見つかりません|存在しません|不明)",
+        r"|(ドメイン|ホスト).{0,15}(見つかりません|存在しません|不明)"
+        # "553 mx.example.com does not exist": a host name (never an address) that is not
+        r"|(?<![@\w.-])(?:[a-z0-9-]+\.)+[a-z]{2,} (?:does not|doesn't) exist",
         "hostunknown",
     ),
     (
         r"user ?unknown|unknown (user|recipient|local.?part|address|mailbox|account|alias)"
         r"|no such (user|mailbox|recipient|account|address|person|local user)"
         r"|(user|recipient|mailbox|account|address|addressee)( name)? "
-        r"(does not|doesn't|did not) exist"
+        r"(does not|doesn't|did not|not) exists?"
         r"|(user|recipient|mailbox|account|address|addressee) (was |is )?(not found|unknown"
         r"|invalid|not valid|not listed)|(invalid|bad|unknown|non-?existent) "
         r"(recipient|mailbox|user|address|destination)"
@@ -206,14 +212,17 @@ _TIERS = {"priority": PRIORITY_RULES, "specific": SPECIFIC_RULES, "all": RULES}
 # Where in the SMTP dialogue the failing reply came: Postfix "(in reply to RCPT TO command)",
 # Exim "error ... after RCPT TO:<a>", sendmail ">>> RCPT To:<a>" then "<<< 550 ...", m-FILTER
 # "SMTP command" / "DATA", qmail "does not like recipient", Yahoo "[RCPT_TO]".
-_STAGE_RE = re.compile(
+STAGE_RE = re.compile(
     r"in reply to (?:(?P<d1>(?:end of )?data)|(?P<r1>rcpt to)|(?P<m1>mail from)) command"
     r"|after (?:(?P<d2>(?:end of )?data)\b|(?P<r2>rcpt to|rcpt\b)|(?P<m2>mail from))"
     r"|^[ \t]*>>> ?(?:(?P<d3>data)|(?P<r3>rcpt to)|(?P<m3>mail from))\b[^\n]*\n[ \t]*<<< ?[45]\d\d"
     r"|smtp command\W{0,20}\n?\s*(?:(?P<d4>data)|(?P<r4>rcpt)|(?P<m4>mail))\b"
     r"|error following (?:(?P<d5>data)|(?P<r5>rcpt)|(?P<m5>mail)) command"
     r"|(?P<r6>does not like recipient|\[rcpt_to\]|most progress was rcpt to response)"
-    r"|(?P<d6>does not like data|after the message body was sent)",
+    r"|(?P<d6>does not like data|after the message body was sent)"
+    # DragonFly "did not like our RCPT TO:", X3 "SMTP:RCPT host …"
+    r"|did not like our (?:(?P<r7>rcpt to)|(?P<d7>data)|(?P<m7>mail from))"
+    r"|\bsmtp:(?:(?P<r8>rcpt)|(?P<d8>data)|(?P<m8>mail))\b",
     re.I | re.M,
 )
 _STAGES = {"d": "data", "r": "rcpt", "m": "mail"}
@@ -294,7 +303,7 @@ def sender_refused(text: str) -> str | None:
 # even next to a sender-policy boilerplate.
 _RECIPIENT_UNKNOWN_RE = re.compile(
     r"user ?unknown|unknown (?:user|recipient|mailbox)|no such (?:user|mailbox|recipient)"
-    r"|(?:user|mailbox|recipient|account|address) (?:does not|doesn't) exist"
+    r"|(?:user|mailbox|recipient|account|address) (?:does not|doesn't|not) exists?"
     r"|recipient not found|not found by smtp address lookup"
 )
 
@@ -302,14 +311,20 @@ _RECIPIENT_UNKNOWN_RE = re.compile(
 # "550 Rejected", "550 5.1.0 <a@b.jp>: Rejected.": a refusal that names nothing but the
 # recipient (not "Client host rejected", "Sender rejected"...).
 _BARE_REJECTION_RE = re.compile(
-    r"(?:\b[45]\d\d(?:[ -][245]\.\d{1,3}\.\d{1,3})?|>:?)\s+rejected\b\.?\s*"
-    r"(?:\(in reply to rcpt to command\)|$)",
+    r"(?:\b[45]\d\d(?:[ -][245]\.\d{1,3}\.\d{1,3})?(?P<named>\s+<?[^\s<>@]+@[^\s<>]+?>?:?)?"
+    r"|(?P<bracket>>:?))\s+rejected\b\.?\s*(?:\(in reply to rcpt to command\)|$)",
     re.M,
 )
 
 
-def bare_rejection(text: str) -> bool:
-    return bool(_BARE_REJECTION_RE.search((text or "").lower()))
+def bare_rejection(text: str) -> str | None:
+    """ "named" when the bare refusal names the recipient ("542 a@b Rejected", "<a@b>:
+    Rejected"): the reply to RCPT TO, whatever else the report says; "plain" for a bare
+    "550 Rejected"; None otherwise."""
+    m = _BARE_REJECTION_RE.search((text or "").lower())
+    if not m:
+        return None
+    return "named" if m.group("named") or m.group("bracket") else "plain"
 
 
 # The report says the recipient's account exists but is switched off (au: "The user(s)
@@ -324,6 +339,27 @@ def account_disabled(text: str) -> bool:
     return bool(_DISABLED_RE.search(text or ""))
 
 
+# A mailbox host's own directory verdict, in the words of the product that looked the
+# address up (Domino/Notes directories, Exchange's recipient resolution, IMail, Exim's
+# router, Verizon's MMS gateway). Without a reply code or a dialogue stage, only these
+# prove the address wrong; a bare "User unknown" in an unknown gateway's summary does not.
+_DIRECTORY_VERDICT_RE = re.compile(
+    r"not listed in (?:the )?(?:public name|domino directory|address book)"
+    r"|recipient name is not recognized|invalid final delivery userid|unrouteable address"
+    r"|no valid recipients for this mm|^[ \t]*unknown user: \S+@"
+    # Gmail as the mailbox host; Japanese carriers' and ISPs' own notices
+    r"|e-?mail account that you tried to reach does not exist"
+    r"|(?:メールアドレス|アドレス|宛先|あて先|送信先|受信者|ユーザー?|アカウント)"
+    r".{0,20}(?:見つかりません|存在しません|存在しない|登録されていません)"
+    r"|存在しない(?:メール)?アドレス|宛先不明",
+    re.I | re.M,
+)
+
+
+def directory_verdict(text: str) -> bool:
+    return bool(_DIRECTORY_VERDICT_RE.search(text or ""))
+
+
 @lru_cache(maxsize=256)  # asked once per recipient about the same explanation
 def explicit_no_account(text: str) -> bool:
     return bool(_EXPLICIT_NO_ACCOUNT_RE.search(" ".join((text or "").split())))
@@ -336,11 +372,21 @@ def smtp_stage(text: str) -> str | None:
     Sendmail transcripts that show pipelined RCPT failures after DATA ("Need RCPT") say
     nothing about the stage: the RCPT replies are read after DATA was sent.
     """
+    found = smtp_stages(text)
+    return found[0] if found else None
+
+
+@lru_cache(maxsize=256)
+def smtp_stages(text: str) -> tuple[str, ...]:
+    """Every stage the text names, in order (a transcript of several dialogues names several)."""
     text = text or ""
     for candidate in (text, " ".join(text.split())):
-        for m in _STAGE_RE.finditer(candidate):
+        found = []
+        for m in STAGE_RE.finditer(candidate):
             stage = _STAGES[next(k for k, v in m.groupdict().items() if v)[0]]
             if stage == "data" and _PIPELINED_RCPT_RE.search(m.string[m.end() :]):
                 continue
-            return stage
-    return None
+            found.append(stage)
+        if found:
+            return tuple(found)
+    return ()
