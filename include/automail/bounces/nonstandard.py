@@ -150,7 +150,6 @@ def recipients_from_text(explanation: str, recipients: list[str]) -> list[Bounce
     recipients = recipients[:MAX_RECIPIENTS]
     for addr in [*recipients] if recipients else [None]:
         segment = segment_for(explanation, addr, recipients)
-        # The slice after the address is most precise; fall back to the whole explanation.
         # The recipient's own line when it carries a known phrase (sendmail: "554 <a>...
         # Remote protocol error", then the next recipient's host line); else its slice;
         # else, when the slice says nothing useful, the whole explanation.
