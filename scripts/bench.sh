@@ -22,6 +22,9 @@ run $PY bench/dkim_sign.py
 run $PY bench/audience.py --customers "$CUSTOMERS"
 run $PY bench/search.py --rows "$ROWS"
 run $PY bench/bounce_accuracy.py
+# Unseen real bounces: sisimai's public samples not in the shared corpus (a checkout of
+# github.com/sisimai/p5-sisimai in SISIMAI_DIR; skipped without one).
+if [ -n "${SISIMAI_DIR:-}" ]; then run $PY bench/bounce_unseen.py "$SISIMAI_DIR"; fi
 run $PY bench/bounce_ingest.py --bounces "$BOUNCES"  # SQLite and PostgreSQL
 run $PY bench/cluster.py --mails "$CLUSTER_SENDS"
 # shellcheck disable=SC2086
