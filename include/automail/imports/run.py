@@ -27,7 +27,7 @@ from automail.imports import store
 from automail.imports.mapping import KEY_FALLBACK, KEY_FIELD, Mapping, load_mapping
 from automail.imports.reading import Chunk, CsvRecords, FileError, scan
 from automail.imports.validate import check
-from automail.models import ImportFile, ImportReject, Shop
+from automail.models import ImportFile, ImportReject, Order, Shipment, Shop
 
 log = logging.getLogger(__name__)
 CHUNK_ROWS = 50_000
@@ -248,7 +248,8 @@ def _write_chunk(
     dup_lines = {r[0] for r in counts.rejects}
     if dup_lines:
         good = good[~good["line"].isin(dup_lines)]
-    line_of_key = pd.Series(good["line"].to_numpy(), index=_key_index(good, "key"))
+    # Counting works on staged lines: those whose key the store already had (fetched, few
+    # on a fresh import) and those an upsert changed (fetched only when some existed).
     changed_lines: set[int] = set()
     if mapping.kind == "shipments":
         for line, number in store.orphan_shipments(conn):
@@ -257,31 +258,49 @@ def _write_chunk(
             )
         orphans = {r[0] for r in counts.rejects} - dup_lines
         good = good[~good["line"].isin(orphans)]
-        line_of_key = pd.Series(good["line"].to_numpy(), index=_key_index(good, "key"))
-        new, changed = store.upsert_shipments(conn, mapping, "key")
+        existing = store.existing_lines(conn, Shipment.__table__, "key")
+        changed = store.upsert_shipments(conn, mapping, "key", existing)
+        changed_lines |= {existing[k] for k in changed}
     elif mapping.kind == "customers":
-        existing, changed = store.upsert_customers(conn, mapping)
-        staged = set(zip(good["shop_id"].astype(int), good["key"], strict=True))
-        new = staged - existing
+        had, changed = store.upsert_customers(conn, mapping)
+        existing = _lines_of(good, "key", had)
+        changed_lines |= {existing[k] for k in changed}
     else:
-        _, cust_changed = store.upsert_customers(conn, mapping)
-        new, changed = store.upsert_orders(conn, mapping)
-        changed_lines |= store.replace_changed_lines(conn, mapping)
-        if mapping.has("shipped_at"):
-            ship_new, ship_changed = store.upsert_shipments(conn, mapping, "order_number")
-            changed |= ship_new | ship_changed
+        had_customers, cust_changed = store.upsert_customers(conn, mapping)
+        existing = store.existing_lines(conn, Order.__table__, "order_number")
+        shipped = mapping.has("shipped_at")
+        ships: dict[tuple, int] = {}
+        if shipped and existing:  # a new order's shipment is part of its insert
+            ships = store.existing_lines(conn, Shipment.__table__, "order_number")
+        changed = store.upsert_orders(conn, mapping, existing, bool(had_customers))
+        changed_lines |= {existing[k] for k in changed}
+        changed_lines |= store.replace_changed_lines(conn, mapping, bool(existing))
+        if shipped:
+            ship_changed = store.upsert_shipments(conn, mapping, "order_number", ships)
+            changed_lines |= {ships[k] for k in ship_changed}
+            if existing:  # a first shipment for an order already stored updates it
+                with_date = set(good["line"][good["shipped_at"].notna()])
+                changed_lines |= (with_date & set(existing.values())) - set(ships.values())
         if cust_changed:
             cust = _key_index(good, "customer_key")
             changed_lines |= set(good["line"][cust.isin(list(cust_changed))])
-        if not mapping.has("purchase_count"):
+        if not mapping.has("purchase_count") and had_customers:
+            # only a customer with orders from before this chunk can need renumbering
             store.renumber_purchases(conn)
-    inserted_lines = set(line_of_key.reindex(list(new)).dropna().astype(int))
-    changed_lines |= set(line_of_key.reindex(list(changed)).dropna().astype(int))
-    changed_lines -= inserted_lines
-    counts.inserted = len(inserted_lines)
+    existed = set(existing.values())
+    changed_lines -= set(good["line"]) - existed  # an inserted line is not also updated
+    counts.inserted = len(good) - len(existed)
     counts.updated = len(changed_lines)
     counts.unchanged = len(good) - counts.inserted - counts.updated
     return counts
+
+
+def _lines_of(good: pd.DataFrame, column: str, keys: set) -> dict[tuple, int]:
+    """(shop id, key) -> line of `keys`, for the few rows whose key already existed."""
+    if not keys:
+        return {}
+    pairs = zip(good["shop_id"].astype(int), good[column], good["line"], strict=True)
+    return {(shop, key): int(line) for shop, key, line in pairs if (shop, key) in keys}
 
 
 def _key_index(frame: pd.DataFrame, column: str) -> pd.MultiIndex:

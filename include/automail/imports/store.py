@@ -235,21 +235,43 @@ def upsert_customers(conn: Connection, mapping: Mapping) -> tuple:
         index_elements=["shop_id", "source_id"],
         set_={n: ins.excluded[n] for n in names},
         where=_distinct(c, ins.excluded, names),
-    ).returning(c.c.shop_id, c.c.source_id)
-    changed = _keys(conn.execute(ins)) & existing
-    return existing, changed
-
-
-def upsert_orders(conn: Connection, mapping: Mapping) -> tuple[set, set]:
-    """Upsert the staged orders (their customers first); (new keys, changed keys)."""
-    s, o, c = STAGE, Order.__table__, Customer.__table__
-    existing = _keys(
-        conn.execute(
-            select(s.c.shop_id, s.c.order_number).join(
-                o, and_(o.c.shop_id == s.c.shop_id, o.c.order_number == s.c.order_number)
-            )
-        )
     )
+    return existing, _changed(conn, ins, existing, c.c.shop_id, c.c.source_id)
+
+
+def _changed(conn: Connection, ins, existing: set, *key) -> set:  # noqa: ANN001
+    """Keys the upsert updated. Only a key that existed can have been updated, so with
+    none existing the statement runs without RETURNING: fetching every inserted key back
+    cost more than the insert's own index work on a fresh import."""
+    if not existing:
+        conn.execute(ins)
+        return set()
+    return _keys(conn.execute(ins.returning(*key))) & existing
+
+
+def existing_lines(conn: Connection, table: Table, key_column: str) -> dict[tuple, int]:
+    """(shop id, key) -> staged line, for the staged rows whose key `table` already has
+    (orders by number; shipments by source id). Empty on a fresh import: cheap."""
+    s = STAGE
+    key = s.c[key_column]
+    query = select(s.c.shop_id, key, s.c.line)
+    if table is Shipment.__table__:  # a row without a shipping date carries no shipment
+        on = and_(table.c.shop_id == s.c.shop_id, table.c.source_id == key)
+        query = query.join(table, on).where(s.c.shipped_at.is_not(None))
+    else:
+        query = query.join(table, and_(table.c.shop_id == s.c.shop_id, table.c.order_number == key))
+    rows = conn.execute(query).all()
+    return {(int(a), str(b)): int(line) for a, b, line in rows}
+
+
+def upsert_orders(
+    conn: Connection, mapping: Mapping, existing: dict[tuple, int], customers_existed: bool
+) -> set:
+    """Upsert the staged orders (their customers first); the keys it changed.
+
+    `existing` comes from existing_lines(orders) before; `customers_existed`: whether any
+    staged customer was in the store before this chunk (else none has prior orders)."""
+    s, o, c = STAGE, Order.__table__, Customer.__table__
     mapped = [f for f in ORDER_FIELDS if mapping.has(f)]
     values: dict[str, Any] = {
         "shop_id": s.c.shop_id,
@@ -259,7 +281,8 @@ def upsert_orders(conn: Connection, mapping: Mapping) -> tuple[set, set]:
     }
     for f, default in ORDER_INT_DEFAULTS.items():
         values[f] = func.coalesce(s.c[f], default) if f in mapped else literal(default)
-    prior = _prior_orders()
+    # A customer new in this chunk has no orders in the store yet: no prior count to join.
+    prior = _prior_orders() if customers_existed else None
     if "purchase_count" not in mapped:
         # The order's place in its customer's history, by (ordered_at, order number): the
         # store's other orders come first (new orders are the newest, as a rule; an
@@ -268,26 +291,24 @@ def upsert_orders(conn: Connection, mapping: Mapping) -> tuple[set, set]:
             partition_by=[s.c.shop_id, s.c.customer_key],
             order_by=[s.c.ordered_at, s.c.order_number],
         )
-        values["purchase_count"] = func.coalesce(prior.c.n, 0) + rank
+        values["purchase_count"] = rank if prior is None else func.coalesce(prior.c.n, 0) + rank
     for f in mapped:
         values.setdefault(f, s.c[f])
     src = (
         select(*values.values())
         .select_from(s)
         .join(c, and_(c.c.shop_id == s.c.shop_id, c.c.source_id == s.c.customer_key))
-        .outerjoin(prior, prior.c.customer_id == c.c.id)
-        .where(true())
     )
-    ins = _insert(conn)(o).from_select(list(values), src)
+    if prior is not None:
+        src = src.outerjoin(prior, prior.c.customer_id == c.c.id)
+    ins = _insert(conn)(o).from_select(list(values), src.where(true()))
     names = ["customer_id", "ordered_at", *mapped]
     ins = ins.on_conflict_do_update(
         index_elements=["shop_id", "order_number"],
         set_={n: ins.excluded[n] for n in names},
         where=_distinct(o, ins.excluded, names),
-    ).returning(o.c.shop_id, o.c.order_number)
-    returned = _keys(conn.execute(ins))
-    staged = _keys(conn.execute(select(s.c.shop_id, s.c.order_number)))
-    return staged - existing, returned & existing
+    )
+    return _changed(conn, ins, set(existing), o.c.shop_id, o.c.order_number)
 
 
 def _prior_orders():  # noqa: ANN202
@@ -315,8 +336,11 @@ def _orders_join():  # noqa: ANN202
     return and_(o.c.shop_id == s.c.shop_id, o.c.order_number == s.c.order_number)
 
 
-def replace_changed_lines(conn: Connection, mapping: Mapping) -> set[int]:
-    """The order's item (one per imported order): replaced when it differs; staged lines."""
+def replace_changed_lines(conn: Connection, mapping: Mapping, orders_existed: bool) -> set[int]:
+    """The order's item (one per imported order): replaced when it differs; staged lines.
+
+    With no staged order in the store before this chunk, every one is new and simply gets
+    its line: comparing first cost a correlated look-up and a staging update per row."""
     if not any(mapping.has(f) for f in ORDER_LINE_FIELDS):
         return set()
     s, o, ol = STAGE, Order.__table__, OrderLine.__table__
@@ -324,6 +348,18 @@ def replace_changed_lines(conn: Connection, mapping: Mapping) -> set[int]:
     name = func.coalesce(s.c.product_name, "")
     qty = func.coalesce(s.c.quantity, 1)
     price = func.coalesce(s.c.unit_price, 0)
+    has_item = or_(s.c.sku.is_not(None), s.c.product_name.is_not(None))
+    if not orders_existed:
+        conn.execute(
+            ol.insert().from_select(
+                ["order_id", "sku", "name", "quantity", "unit_price"],
+                select(o.c.id, sku, name, qty, price)
+                .select_from(s)
+                .join(o, _orders_join())
+                .where(has_item),
+            )
+        )
+        return set()  # every staged line is an inserted one
     same = (
         select(ol.c.id)
         .join(o, o.c.id == ol.c.order_id)
@@ -335,7 +371,6 @@ def replace_changed_lines(conn: Connection, mapping: Mapping) -> set[int]:
             ol.c.unit_price == price,
         )
     )
-    has_item = or_(s.c.sku.is_not(None), s.c.product_name.is_not(None))
     conn.execute(update(s).where(has_item, ~exists(same)).values(line_changed=True))
     changed_orders = select(o.c.id).join(s, _orders_join()).where(s.c.line_changed)
     conn.execute(delete(ol).where(ol.c.order_id.in_(changed_orders)))
@@ -365,17 +400,13 @@ def orphan_shipments(conn: Connection) -> list[tuple[int, str]]:
     return [(int(a), str(b)) for a, b in rows]
 
 
-def upsert_shipments(conn: Connection, mapping: Mapping, key_column: str) -> tuple[set, set]:
-    """Staged rows with a shipping date become shipments keyed by (shop, `key_column`)."""
+def upsert_shipments(
+    conn: Connection, mapping: Mapping, key_column: str, existing: dict[tuple, int]
+) -> set:
+    """Staged rows with a shipping date become shipments keyed by (shop, `key_column`);
+    `existing` from existing_lines(shipments) before. Returns the keys it changed."""
     s, o, sh = STAGE, Order.__table__, Shipment.__table__
     key = s.c[key_column]
-    existing = _keys(
-        conn.execute(
-            select(s.c.shop_id, key)
-            .join(sh, and_(sh.c.shop_id == s.c.shop_id, sh.c.source_id == key))
-            .where(s.c.shipped_at.is_not(None))
-        )
-    )
     values = {
         "shop_id": s.c.shop_id,
         "source_id": key,
@@ -393,10 +424,8 @@ def upsert_shipments(conn: Connection, mapping: Mapping, key_column: str) -> tup
         index_elements=["shop_id", "source_id"],
         set_={n: ins.excluded[n] for n in names},
         where=_distinct(sh, ins.excluded, names),
-    ).returning(sh.c.shop_id, sh.c.source_id)
-    returned = _keys(conn.execute(ins))
-    staged = _keys(conn.execute(select(s.c.shop_id, key).where(s.c.shipped_at.is_not(None))))
-    return staged - existing, returned & existing
+    )
+    return _changed(conn, ins, set(existing), sh.c.shop_id, sh.c.source_id)
 
 
 def renumber_purchases(conn: Connection) -> None:
