@@ -25,6 +25,7 @@ from sqlalchemy import Engine, delete, insert, select, update
 
 from automail.imports import store
 from automail.imports.mapping import KEY_FALLBACK, KEY_FIELD, Mapping, load_mapping
+from automail.imports.pipeline import ahead
 from automail.imports.reading import Chunk, CsvRecords, FileError, scan
 from automail.imports.validate import check
 from automail.models import ImportFile, ImportReject, Order, Shipment, Shop
@@ -199,14 +200,21 @@ def _run(
     header_of = mapping.field_columns
     with engine.connect() as conn:
         store.open_staging(conn)
+        shops = {code: sid for code, sid in conn.execute(select(Shop.code, Shop.id))}
         conn.commit()
-        for chunk in chunks:
-            shops = {code: sid for code, sid in conn.execute(select(Shop.code, Shop.id))}
-            frame = chunk.frame.rename(columns=dict(enumerate(fields)))
-            checked = check(frame, mapping, shops, default_shop)
-            rejects = [tuple(r) for r in checked.rejects.itertuples(index=False)]
-            rejects += [(line, "", value, reason) for line, value, reason in chunk.bad_shape]
-            counts = _write_chunk(conn, checked.good, mapping, header_of)
+
+        def checked() -> Iterator[tuple[Chunk, pd.DataFrame, store.Staged | None, list]]:
+            for chunk in chunks:
+                frame = chunk.frame.rename(columns=dict(enumerate(fields)))
+                done = check(frame, mapping, shops, default_shop)
+                rejects = [tuple(r) for r in done.rejects.itertuples(index=False)]
+                rejects += [(line, "", value, reason) for line, value, reason in chunk.bad_shape]
+                good = done.good
+                yield chunk, good, None if good.empty else store.prepare(good, dialect), rejects
+
+        dialect = conn.dialect.name
+        for chunk, good, staged, rejects in ahead(checked()):
+            counts = _write_chunk(conn, good, staged, mapping, header_of)
             rejects += counts.rejects
             _store_rejects(conn, file_id, rejects)
             result.read += chunk.read
@@ -233,15 +241,24 @@ def _run(
 
 
 def _write_chunk(
-    conn: Any, good: pd.DataFrame, mapping: Mapping, header_of: dict[str, str]
+    conn: Any,
+    good: pd.DataFrame,
+    staged: store.Staged | None,
+    mapping: Mapping,
+    header_of: dict[str, str],
 ) -> store.ChunkCounts:
     counts = store.ChunkCounts()
-    if good.empty:
+    if staged is None:
         return counts
-    store.stage(conn, good)
+    store.stage(conn, staged)
     key_field = KEY_FIELD[mapping.kind]
     key_col = header_of.get(key_field) or header_of.get(KEY_FALLBACK.get(mapping.kind, ""), "")
-    for line, key, first in store.take_duplicates(conn):
+    orders: dict[tuple, int] | None = None
+    if mapping.kind == "orders":
+        # An order an earlier chunk of this file took is in the store by now, so with no
+        # staged number there (a fresh import) no look-up of the numbers seen is needed.
+        orders = store.existing_lines(conn, Order.__table__, "order_number")
+    for line, key, first in store.take_duplicates(conn, look=orders is None or bool(orders)):
         counts.rejects.append(
             (line, key_col, key, f"duplicate {key_field} in this file: first at line {first}")
         )
@@ -267,7 +284,8 @@ def _write_chunk(
         changed_lines |= {existing[k] for k in changed}
     else:
         had_customers, cust_changed = store.upsert_customers(conn, mapping)
-        existing = store.existing_lines(conn, Order.__table__, "order_number")
+        assert orders is not None
+        existing = {key: line for key, line in orders.items() if line not in dup_lines}
         shipped = mapping.has("shipped_at")
         ships: dict[tuple, int] = {}
         if shipped and existing:  # a new order's shipment is part of its insert
