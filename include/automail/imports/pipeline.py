@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,7 +24,7 @@ class _Failed:
         self.exc = exc
 
 
-def ahead(items: Iterable[T], depth: int = 1) -> Iterator[T]:
+def ahead(items: Iterable[T], depth: int = 1) -> Generator[T, None, None]:
     """Yield `items` in order, produced by a worker thread up to `depth` items ahead."""
     q: queue.Queue[object] = queue.Queue(maxsize=depth)
     stop = threading.Event()

@@ -15,13 +15,14 @@ import io
 import logging
 import re
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, select, text, update
 
 from automail.imports import store
 from automail.imports.mapping import KEY_FALLBACK, KEY_FIELD, Mapping, load_mapping
@@ -213,28 +214,36 @@ def _run(
                 yield chunk, good, None if good.empty else store.prepare(good, dialect), rejects
 
         dialect = conn.dialect.name
-        for chunk, good, staged, rejects in ahead(checked()):
-            counts = _write_chunk(conn, good, staged, mapping, header_of)
-            rejects += counts.rejects
-            _store_rejects(conn, file_id, rejects)
-            result.read += chunk.read
-            result.inserted += counts.inserted
-            result.updated += counts.updated
-            result.unchanged += counts.unchanged
-            result.rejected += len({r[0] for r in rejects})
-            conn.execute(
-                update(ImportFile)
-                .where(ImportFile.id == file_id)
-                .values(
-                    rows_read=result.read,
-                    inserted=result.inserted,
-                    updated=result.updated,
-                    unchanged=result.unchanged,
-                    rejected=result.rejected,
+        # closing(): an error in a chunk stops the read-ahead thread now, not at GC
+        with closing(ahead(checked())) as items:
+            for chunk, good, staged, rejects in items:
+                if dialect == "postgresql":
+                    # A chunk's commit need not wait for its WAL flush: a crash may lose the
+                    # last chunks' commits, but the file is then still `running` and its rerun
+                    # redoes them (upserts). `done` is committed synchronously by _finish, and
+                    # WAL is flushed in order, so `done` on disk means every chunk is too.
+                    conn.execute(text("SET LOCAL synchronous_commit TO off"))
+                counts = _write_chunk(conn, good, staged, mapping, header_of)
+                rejects += counts.rejects
+                _store_rejects(conn, file_id, rejects)
+                result.read += chunk.read
+                result.inserted += counts.inserted
+                result.updated += counts.updated
+                result.unchanged += counts.unchanged
+                result.rejected += len({r[0] for r in rejects})
+                conn.execute(
+                    update(ImportFile)
+                    .where(ImportFile.id == file_id)
+                    .values(
+                        rows_read=result.read,
+                        inserted=result.inserted,
+                        updated=result.updated,
+                        unchanged=result.unchanged,
+                        rejected=result.rejected,
+                    )
                 )
-            )
-            conn.commit()  # a chunk is durable on its own; the file is `done` only at the end
-            log.info("%s", result.summary())
+                conn.commit()  # a chunk is durable on its own; the file is `done` only at the end
+                log.info("%s", result.summary())
         store.close_staging(conn)
         conn.commit()
     return result
