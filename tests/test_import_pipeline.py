@@ -28,7 +28,7 @@ def test_a_producer_error_is_raised_after_the_items_before_it():
     assert got == [1, 2]
 
 
-def test_the_producer_runs_at_most_depth_items_ahead():
+def test_the_producer_runs_one_item_ahead_at_most():
     made = []
 
     def items():
@@ -36,11 +36,14 @@ def test_the_producer_runs_at_most_depth_items_ahead():
             made.append(i)
             yield i
 
-    it = ahead(items(), depth=1)
+    it = ahead(items())
     assert next(it) == 0
     time.sleep(0.3)
-    # one handed over, one waiting in the queue, one being made (blocked on the queue)
-    assert len(made) <= 3
+    # the one in use, and the next one made and waiting: never a third (memory)
+    assert made == [0, 1]
+    assert next(it) == 1
+    time.sleep(0.3)
+    assert made == [0, 1, 2]
     it.close()
 
 
