@@ -18,13 +18,15 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select, text
+from sqlalchemy.exc import DBAPIError
 
-from automail.db import session_factory
+from automail.db import make_engine, session_factory
 from automail.imports import import_file
 from automail.imports.run import rejects_csv
 from automail.models import ImportFile, ImportReject, Order
@@ -227,6 +229,56 @@ def test_killed_import_rerun_stores_each_row_once(engine, store_url, fault_total
         fault_totals.inputs += 1
         assert sorted(stored) == sorted(good)
     fault_totals.lines.append(f"import kills ({engine.dialect.name}): rerun stored every row once")
+
+
+def test_store_outage_mid_import_stops_the_read_ahead_and_rerun_stores_each_row_once(
+    engine, store_url, fault_totals, tmp_path
+):
+    """The import's server connection is cut after a chunk: the import fails with the
+    store's error, its read-ahead thread ends with it, the file stays `running`, and the
+    rerun stores every row once."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("cutting a server connection needs a server")
+    _shop(engine)
+    rows = 20_000
+    path = _file(tmp_path, "outage.csv", _good(rows, "O"))
+    victim = make_engine(store_url, connect_args={"application_name": "automail-import-cut"})
+    cut = threading.Event()
+
+    def cut_after_a_chunk() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.scalar(select(func.max(ImportFile.rows_read))):
+                    conn.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE application_name = 'automail-import-cut'"
+                        )
+                    )
+                    cut.set()
+                    return
+            time.sleep(0.01)
+
+    cutter = threading.Thread(target=cut_after_a_chunk)
+    cutter.start()
+    with pytest.raises(DBAPIError):
+        import_file(victim, path, "orders", "tea", NE, 500)
+    cutter.join()
+    victim.dispose()
+    assert cut.is_set()
+    assert not [t for t in threading.enumerate() if t.name == "import-read-ahead"]
+    fault_totals.count("import_outages")
+    with engine.connect() as conn:
+        assert list(conn.scalars(select(ImportFile.status))) == ["running"]
+    result = import_file(engine, path, "orders", "tea", NE)
+    assert (result.status, result.read, result.rejected) == ("done", rows, 0), result.summary()
+    stored = _numbers(engine)
+    fault_totals.count("import_rows_lost", rows - len(set(stored)))
+    fault_totals.count("import_rows_duplicated", len(stored) - len(set(stored)))
+    fault_totals.inputs += 1
+    assert sorted(stored) == sorted(f"O-{i}" for i in range(rows))
+    fault_totals.lines.append("import outage (postgresql): read-ahead stopped, rerun stored once")
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::sqlalchemy.exc.SAWarning")

@@ -59,8 +59,18 @@ class _Rejects:
         return pd.concat(self.parts, ignore_index=True)
 
 
+EDGE_SPACE = re.compile(r"(?:^|\x00)\s|\s(?:\x00|$)")
+PLAIN_INTS = re.compile(r"(?:-?[0-9]{1,18}\x00)*-?[0-9]{1,18}")
+
+
 def _strip(s: pd.Series) -> pd.Series:
-    return pd.Series(list(map(str.strip, s)), index=s.index, dtype=object)
+    """Values without surrounding white space. One C-speed search over the column
+    (values joined by NUL) first: most exports have none, and then nothing is copied.
+    A value holding NUL + space only makes the search say yes: the per-value pass runs."""
+    values = s.to_numpy(dtype=object)
+    if len(values) and not EDGE_SPACE.search("\x00".join(values)):
+        return pd.Series(values, index=s.index, dtype=object)
+    return pd.Series(list(map(str.strip, values)), index=s.index, dtype=object)
 
 
 def _any_match(s: pd.Series, pattern: re.Pattern[str]) -> bool:
@@ -144,6 +154,13 @@ def _text(
 
 
 def _int(s: pd.Series, empty: np.ndarray, column: str, rejects: _Rejects) -> pd.Series:
+    if not empty.any() and PLAIN_INTS.fullmatch("\x00".join(s)):
+        # Only plain digits (at most 18, so int64 holds them): numpy parses the column
+        # at C speed; only the range is left to check (to_numeric took 4 us a value).
+        values = s.to_numpy(dtype=object).astype(np.int64)
+        out_of_range = np.abs(values) > INT32
+        rejects.add(out_of_range, column, s, f"out of range (at most {INT32})")
+        return pd.Series(values, index=s.index).astype("Int64").where(~out_of_range, pd.NA)
     clean = s.str.replace(",", "", regex=False) if _any_match(s, re.compile(",")) else s
     num = pd.to_numeric(clean.where(~empty, None), errors="coerce")
     values = num.to_numpy(dtype=float, na_value=np.nan)
