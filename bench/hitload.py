@@ -24,9 +24,7 @@ import time
 import uvloop
 
 UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
-CANNED = (
-    b"HTTP/1.1 200 OK\r\ncontent-type: image/gif\r\ncontent-length: 43\r\n\r\n" + b"G" * 43
-)
+CANNED = b"HTTP/1.1 200 OK\r\ncontent-type: image/gif\r\ncontent-length: 43\r\n\r\n" + b"G" * 43
 
 
 class _Conn(asyncio.Protocol):

@@ -22,7 +22,7 @@ from automail.db import session_factory
 from automail.models import Campaign, Customer, Mail, TrackingHit
 from automail.sample_data import make_customer, make_order, make_shop
 from automail.steps import add_step, create_due_step_mails, create_sequence
-from automail.tracking.links import Tracker, TrackingOptions
+from automail.tracking.links import CLICK_MARK, Tracker, TrackingOptions
 from automail.tracking.machine import Hit, classify, ua_class
 from automail.tracking.report import campaign_report, report_csv, sequence_report
 from automail.tracking.resend import resend_to_non_openers
@@ -80,10 +80,11 @@ def test_text_links_rewritten_only_when_asked(session: Session) -> None:
     tracker = Tracker(
         session, "campaign", 99, body, "text", TrackingOptions(clicks=True, text_links=True)
     )
-    assert "{{ tracking_click }}." in tracker.template and "<#クーポンURL>" in tracker.template
+    assert f"{CLICK_MARK}." in tracker.template and "<#クーポンURL>" in tracker.template
     compiled = CompiledContent("s", tracker.template, "text")
-    context = {"unsubscribe_url": "u", **tracker.context(MailRef("campaign", 99, 1))}
-    out = compiled.render(context)
+    out = compiled.render({"unsubscribe_url": "u"})
+    (out.body_text,) = tracker.fill(MailRef("campaign", 99, 1), out.body_text)
+    assert CLICK_MARK not in out.body_text
     assert re.search(
         r"ご覧ください: http://127\.0\.0\.1:8080/automail-public/c/t1\.c99-1\.[\w-]{43}\.\d+\.[\w-]{43}。",
         out.body_text,

@@ -236,9 +236,7 @@ def judge_in_context(session: Session, rows: list[dict], rules: Rules = RULES) -
     opens = TrackingHit.__table__.alias("opens")
     first_open = (
         select(func.min(opens.c.at))
-        .where(
-            opens.c.mail_id == hits.mail_id, opens.c.kind == "open", opens.c.machine.is_(None)
-        )
+        .where(opens.c.mail_id == hits.mail_id, opens.c.kind == "open", opens.c.machine.is_(None))
         .scalar_subquery()
     )
     mail_ids = sorted({r["mail_id"] for r in rows})
