@@ -1,21 +1,31 @@
 """Open/click tracking (issue 18): what the public endpoint sustains and what tracking
 adds to sending. JSON lines via bench/figures.emit.
 
-1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does: one
-   uvicorn worker, SQLite metadata DB, this repo's plugins; mail store on PostgreSQL),
-   then plain uvicorn serving the same public app (`--server`; default both)
-   takes H hits (default 20,000; half opens, half clicks, over 1,000 mails' genuine
-   tokens) from C keep-alive loopback connections (default 32) driven by a small
-   asyncio HTTP/1.1 client. Figures: hits/s, p50 and p99 latency per hit, and hits
-   written to the store (the recorder writes in the background; all must arrive).
+1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does:
+   `--workers` uvicorn workers, default 2 = [api] workers of airflow.cfg.example, one
+   per core; SQLite metadata DB, this repo's plugins, Airflow's own middleware and
+   access log as shipped; mail store on PostgreSQL), then plain uvicorn serving the same
+   public app (`--server`; default both). Hits: half opens, half clicks over 1,000
+   mails' genuine tokens, sent by bench/hitload.py in its own process (keep-alive
+   loopback connections, one request in flight each; `hitload.py --calibrate` shows the
+   client alone at ~50,000 req/s, far above what it measures).
+   - closed loop: H hits (default 20,000) from C connections (default 32) as fast as
+     they are answered: hits/s, p50/p99, and the server's CPU per hit (all its workers).
+   - open loop: H hits due at 1,000/s (64 connections; latency counted from when a hit
+     was due, so a stalled server cannot hide its queue): p50/p99 at the target rate.
+   - baselines in the same server: a 404 under the same mount (Airflow's middleware and
+     our dispatch, no token work, nothing recorded) and Airflow's /api/v2/monitor/health
+     (it reads the metadata DB), and hits/s as a ratio of the 404's.
+   All hits (warm-up included) must reach the store: `tracking_hits_written`.
    Targets: >= 1,000 hits/s, p99 < 50 ms.
 2. Sending: CPU time per mail of MarketingMailer.row (render + unsubscribe link) for a
    ~3 KB HTML newsletter with 6 links, without and with tracking (6 signed redirects +
-   the pixel, rendered from the tracker's rewritten template: one signature per mail).
+   the pixel: the tracker's rewritten template, the mail's token put in after
+   rendering), interleaved short rounds, best of each, side by side in one run.
    Target: tracking adds < 20% to render time.
 
     AUTOMAIL_BENCH_PG_URL=postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench_tracking \
-      .venv/bin/python bench/tracking.py [--hits 20000] [--connections 32] [--mails 5000]
+      .venv/bin/python bench/tracking.py [--hits 20000] [--connections 32] [--workers 2] [--mails 5000]
 """
 
 from __future__ import annotations
@@ -57,7 +67,6 @@ URL = os.environ.get(
     "postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench_tracking",
 )
 NOW = datetime(2026, 6, 10, 1, 0, tzinfo=UTC)
-UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 LINKS = [
     f"https://shop.example.jp/items/{i}?utm_source=mail&amp;utm_campaign=summer" for i in range(6)
 ]
