@@ -34,6 +34,8 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette._utils import get_route_path
+from starlette.types import Receive, Scope
+from starlette.types import Send as ASGISend
 
 from automail.models import TrackingLink
 from automail.tracking.links import safe_target
@@ -85,7 +87,7 @@ class _Endpoint:
     def __init__(self, recorder: HitRecorder, links: LinkCache | None):
         self.recorder, self.links = recorder, links
 
-    async def __call__(self, scope: dict, token: str, send: Send) -> None:
+    async def __call__(self, scope: Scope, token: str, send: Send) -> None:
         method = scope["method"]
         if method not in ("GET", "HEAD") or not token or "/" in token:
             await _not_found(send, method)
@@ -146,7 +148,7 @@ class PublicApp(FastAPI):
 
     tracking: Mapping[str, _Endpoint] = MappingProxyType({})  # path head → endpoint
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
         if scope["type"] == "http" and self.tracking:
             path = get_route_path(scope)
             endpoint = self.tracking.get(path[:3])
