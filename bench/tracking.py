@@ -305,8 +305,17 @@ def endpoint(url: str, args: argparse.Namespace, server: str) -> None:
                 "tracking_hits_vs_health", saturated["rate"] / health["rate"], "ratio", digits=2
             )
         # Open loop at the target rate: the latency a hit sees when 1,000 arrive per second.
+        cpu = tree_cpu_seconds(pid)
         paced = load(port, paths, hits, 64, rate=1000.0)
         expected += hits
+        # Below 1,000/s here means the server did not get the CPU (a shared machine):
+        # its cores used say whether it was busy or starved.
+        figures.emit(f"tracking_endpoint{tag}_at_1000_per_s_achieved", paced["rate"], "hits/s")
+        cores = (tree_cpu_seconds(pid) - cpu) / paced["elapsed"]
+        figures.emit(f"tracking_endpoint{tag}_at_1000_per_s_server_cores", cores, "cores", digits=2)
+        figures.emit(
+            f"tracking_endpoint{tag}_at_1000_per_s_load", os.getloadavg()[0], "load", digits=2
+        )
         p99 = paced["p99_ms"]
         figures.emit(
             f"tracking_endpoint{tag}_at_1000_per_s_p99_ms",
