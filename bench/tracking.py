@@ -362,6 +362,12 @@ def main() -> None:
         send_cost(session, args.mails)
         session.rollback()
     engine.dispose()
+    # The client alone against a canned-response server: its ceiling, far above the figures.
+    client = subprocess.run(
+        [sys.executable, str(HITLOAD), "--calibrate", "--hits", str(args.hits)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    figures.emit("tracking_client_alone_per_s", json.loads(client.stdout)["rate"], "req/s")
     for server in ("api-server", "uvicorn") if args.server == "both" else (args.server,):
         fresh_database(URL)
         endpoint(URL, args, server)
