@@ -20,6 +20,7 @@ import multiprocessing
 import socket
 import sys
 import time
+from collections import deque
 
 import uvloop
 
@@ -62,6 +63,8 @@ class _Conn(asyncio.Protocol):
         self.run.ready(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.run.idle:  # the server closed an idle keep-alive connection
+            self.run.idle.remove(self)
         if not self.done.done():
             self.done.set_result(exc)
 
@@ -80,7 +83,7 @@ class _Run:
         ]
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
-        self.idle: list[_Conn] = []
+        self.idle: deque[_Conn] = deque()  # first in, first out: every connection stays warm
         self.all: list[_Conn] = []
         self.start = 0.0
 
@@ -110,7 +113,7 @@ class _Run:
                 await asyncio.sleep(due - now)
                 continue
             if self.idle:
-                self.idle.pop().send(self._next(), due)
+                self.idle.popleft().send(self._next(), due)
             else:
                 await asyncio.sleep(0.0002)  # all busy: it stays due (latency counts)
         while len(self.latencies) < self.hits and not all(c.done.done() for c in self.all):

@@ -198,7 +198,10 @@ def load(
         command = [sys.executable, str(HITLOAD), str(port), f.name, "--hits", str(hits)]
         command += ["--connections", str(connections)]
         command += ["--rate", str(rate)] if rate else []
-        result = json.loads(subprocess.run(command, capture_output=True, check=True).stdout)
+        done = subprocess.run(command, capture_output=True)
+        if done.returncode:
+            raise RuntimeError(f"hitload failed: {done.stderr.decode()[-2000:]}")
+        result = json.loads(done.stdout)
     finally:
         os.unlink(f.name)
     if result["errors"] or result["hits"] != hits:
