@@ -1,27 +1,37 @@
 """Open/click tracking (issue 18): what the public endpoint sustains and what tracking
 adds to sending. JSON lines via bench/figures.emit.
 
-1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does: one
-   uvicorn worker, SQLite metadata DB, this repo's plugins; mail store on PostgreSQL),
-   then plain uvicorn serving the same public app (`--server`; default both)
-   takes H hits (default 20,000; half opens, half clicks, over 1,000 mails' genuine
-   tokens) from C keep-alive loopback connections (default 32) driven by a small
-   asyncio HTTP/1.1 client. Figures: hits/s, p50 and p99 latency per hit, and hits
-   written to the store (the recorder writes in the background; all must arrive).
+1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does:
+   `--workers` uvicorn workers, default 2 = [api] workers of airflow.cfg.example, one
+   per core; SQLite metadata DB, this repo's plugins, Airflow's own middleware and
+   access log as shipped; mail store on PostgreSQL), then plain uvicorn serving the same
+   public app (`--server`; default both). Hits: half opens, half clicks over 1,000
+   mails' genuine tokens, sent by bench/hitload.py in its own process (keep-alive
+   loopback connections, one request in flight each; `hitload.py --calibrate` shows the
+   client alone at ~50,000 req/s, far above what it measures).
+   - closed loop: H hits (default 20,000) from C connections (default 32) as fast as
+     they are answered: hits/s, p50/p99, and the server's CPU per hit (all its workers).
+   - open loop: H hits due at 1,000/s (64 connections; latency counted from when a hit
+     was due, so a stalled server cannot hide its queue): p50/p99 at the target rate.
+   - baselines in the same server: a 404 under the same mount (Airflow's middleware and
+     our dispatch, no token work, nothing recorded) and Airflow's /api/v2/monitor/health
+     (it reads the metadata DB), and hits/s as a ratio of the 404's.
+   All hits (warm-up included) must reach the store: `tracking_hits_written`.
    Targets: >= 1,000 hits/s, p99 < 50 ms.
 2. Sending: CPU time per mail of MarketingMailer.row (render + unsubscribe link) for a
    ~3 KB HTML newsletter with 6 links, without and with tracking (6 signed redirects +
-   the pixel, rendered from the tracker's rewritten template: one signature per mail).
+   the pixel: the tracker's rewritten template, the mail's token put in after
+   rendering), interleaved short rounds, best of each, side by side in one run.
    Target: tracking adds < 20% to render time.
 
     AUTOMAIL_BENCH_PG_URL=postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench_tracking \
-      .venv/bin/python bench/tracking.py [--hits 20000] [--connections 32] [--mails 5000]
+      .venv/bin/python bench/tracking.py [--hits 20000] [--connections 32] [--workers 2] [--mails 5000]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 import os
 import re
 import socket
@@ -48,6 +58,7 @@ from automail.sample_data import make_customer, make_shop
 from automail.smtp_sink import free_port
 from automail.tracking.links import Tracker, TrackingOptions
 
+HITLOAD = Path(__file__).resolve().parent / "hitload.py"
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from airflow_server import running_airflow  # noqa: E402
 
@@ -56,7 +67,6 @@ URL = os.environ.get(
     "postgresql+psycopg2://automail:automail@127.0.0.1:5432/automail_bench_tracking",
 )
 NOW = datetime(2026, 6, 10, 1, 0, tzinfo=UTC)
-UA = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/131.0 Safari/537.36"
 LINKS = [
     f"https://shop.example.jp/items/{i}?utm_source=mail&amp;utm_campaign=summer" for i in range(6)
 ]
@@ -95,23 +105,41 @@ def send_cost(session, n: int) -> None:  # noqa: ANN001
         session, shop, CompiledContent("夏のセール", tracker.template, "html"), tracker
     )
 
-    def per_mail(mailer: MarketingMailer) -> float:
-        start = time.process_time()
-        for i in range(n):
-            c = customers[i % len(customers)]
-            mailer.row(c, kind="campaign", source_key=f"campaign:1:customer:{c.id}", now=NOW)
-        return (time.process_time() - start) / n * 1e6
+    def row(mailer: MarketingMailer, i: int) -> None:
+        c = customers[i % len(customers)]
+        mailer.row(c, kind="campaign", source_key=f"campaign:1:customer:{c.id}", now=NOW)
 
-    per_mail(plain), per_mail(tracked)  # warm caches
-    rounds = [(per_mail(plain), per_mail(tracked)) for _ in range(7)]  # interleaved: same load
-    base = min(r[0] for r in rounds)
-    with_tracking = min(r[1] for r in rounds)
-    overhead = (with_tracking - base) / base * 100
-    figures.emit("tracking_render_us_per_mail_plain", base, "us/mail")
-    figures.emit("tracking_render_us_per_mail_tracked", with_tracking, "us/mail", base)
+    def per_mail(mailer: MarketingMailer, count: int) -> float:
+        start = time.process_time()
+        for i in range(count):
+            row(mailer, i)
+        return (time.process_time() - start) / count * 1e6
+
+    per_mail(plain, n // 5), per_mail(tracked, n // 5)  # warm caches
+    # (a) Interleaved short rounds of CPU time, best of each: other processes' bursts (a
+    # shared machine) land in some rounds, never in all.
+    rounds = [(per_mail(plain, n // 10), per_mail(tracked, n // 10)) for _ in range(20)]
+    base, with_tracking = min(r[0] for r in rounds), min(r[1] for r in rounds)
+    # (b) Mail by mail, alternating plain and tracked (same recipient), median of each:
+    # a burst or a collection touches a few mails, not the typical one.
+    times: tuple[list[int], list[int]] = ([], [])
+    clock = time.perf_counter_ns
+    for i in range(n):
+        for mailer, out in ((plain, times[0]), (tracked, times[1])):
+            t0 = clock()
+            row(mailer, i)
+            out.append(clock() - t0)
+    med_plain, med_tracked = (sorted(t)[len(t) // 2] / 1000 for t in times)
+    figures.emit("tracking_render_us_per_mail_plain", med_plain, "us/mail")
+    figures.emit("tracking_render_us_per_mail_tracked", med_tracked, "us/mail", med_plain)
+    overhead = (med_tracked - med_plain) / med_plain * 100
     figures.emit(
         "tracking_rewrite_overhead", overhead, "% of render", 20.0,
         figures.lower_is_better(overhead, 20.0),
+    )  # fmt: skip
+    figures.emit(
+        "tracking_rewrite_overhead_cpu_rounds", (with_tracking - base) / base * 100,
+        "% of render", 20.0, digits=1,
     )  # fmt: skip
 
 
@@ -141,47 +169,55 @@ def tokens(session, mails: int) -> list[str]:  # noqa: ANN001
     return paths
 
 
-async def load(
-    port: int, paths: list[str], hits: int, connections: int
-) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    queue = iter(range(hits))
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user+system) of a process and its live descendants (api-server workers)."""
+    procs: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            procs[int(entry)] = (int(fields[1]), int(fields[11]) + int(fields[12]))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        total += procs.get(p, (0, 0))[1]
+        todo += [child for child, (parent, _) in procs.items() if parent == p]
+    return total / os.sysconf("SC_CLK_TCK")
 
-    async def worker() -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        try:
-            for i in queue:
-                path = paths[i % len(paths)]
-                request = (
-                    f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: {UA}\r\n\r\n"
-                )
-                t0 = time.perf_counter()
-                writer.write(request.encode())
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = re.search(rb"(?i)content-length:\s*(\d+)", head)
-                if length:
-                    await reader.readexactly(int(length.group(1)))
-                latencies.append(time.perf_counter() - t0)
-                status = int(head.split(b" ", 2)[1])
-                if status not in (200, 302):
-                    raise RuntimeError(f"hit {path}: HTTP {status}")
-        finally:
-            writer.close()
 
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return time.perf_counter() - start, latencies
+def load(
+    port: int, paths: list[str], hits: int, connections: int, rate: float | None = None
+) -> dict:
+    """bench/hitload.py in its own process (the client must not share the server's CPU)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".paths", delete=False) as f:
+        f.write("\n".join(paths))
+    try:
+        command = [sys.executable, str(HITLOAD), str(port), f.name, "--hits", str(hits)]
+        command += ["--connections", str(connections)]
+        command += ["--rate", str(rate)] if rate else []
+        done = subprocess.run(command, capture_output=True)
+        if done.returncode:
+            raise RuntimeError(f"hitload failed: {done.stderr.decode()[-2000:]}")
+        result = json.loads(done.stdout)
+    finally:
+        os.unlink(f.name)
+    if result["errors"] or result["hits"] != hits:
+        raise RuntimeError(f"load: {result['hits']}/{hits} answered, errors {result['errors']}")
+    return result
 
 
 @contextmanager
-def server_port(url: str, server: str) -> Iterator[tuple[int, str]]:
-    """(port, mount prefix) of a running server with the public app."""
+def server_port(url: str, server: str, workers: int) -> Iterator[tuple[int, str, int]]:
+    """(port, mount prefix, pid) of a running server with the public app."""
     if server == "api-server":
         with (
             tempfile.TemporaryDirectory(prefix="automail-bench-airflow-") as home,
-            running_airflow(Path(home), url, smtp_port=9) as running,
+            running_airflow(Path(home), url, smtp_port=9, workers=workers) as running,
         ):
-            yield int(running.base_url.rsplit(":", 1)[1]), "/automail-public"
+            yield int(running.base_url.rsplit(":", 1)[1]), "/automail-public", running.pid
         return
     port = free_port()
     app = "automail.campaigns.unsubscribe_web:create_app"
@@ -200,49 +236,102 @@ def server_port(url: str, server: str) -> Iterator[tuple[int, str]]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("uvicorn did not start") from None
                 time.sleep(0.2)
-        yield port, ""
+        yield port, "", proc.pid
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
-def endpoint(url: str, hits: int, connections: int, mails: int, server: str) -> None:
+def emit_load(name: str, r: dict, target: bool) -> None:
+    p99 = r["p99_ms"]
+    if target:
+        figures.emit(
+            f"{name}_hits_per_s",
+            r["rate"],
+            "hits/s",
+            1000.0,
+            figures.higher_is_better(r["rate"], 1000.0),
+        )
+        figures.emit(
+            f"{name}_p99_ms", p99, "ms", 50.0, figures.lower_is_better(p99, 50.0), digits=2
+        )
+    else:
+        figures.emit(f"{name}_per_s", r["rate"], "req/s")
+        figures.emit(f"{name}_p99_ms", p99, "ms", digits=2)
+    figures.emit(f"{name}_p50_ms", r["p50_ms"], "ms", digits=2)
+
+
+def written_by(engine, expected: int, timeout: float = 120.0) -> tuple[int, float]:  # noqa: ANN001
+    """(hits in the store, seconds waited) once `expected` are there or time is up."""
+    start = time.monotonic()
+    with session_factory(engine)() as s:
+        while True:
+            written = s.scalar(select(func.count(TrackingHit.id))) or 0
+            if written >= expected or time.monotonic() - start > timeout:
+                return written, time.monotonic() - start
+            s.rollback()
+            time.sleep(0.1)
+
+
+def endpoint(url: str, args: argparse.Namespace, server: str) -> None:
     engine = make_engine(url)
     with session_factory(engine)() as session:
-        paths = tokens(session, mails)
-    with server_port(url, server) as (port, prefix):
-        paths = [p.replace("/automail-public", prefix, 1) for p in paths]
-        asyncio.run(load(port, paths, min(500, hits), 8))  # warm-up: link cache, connections
-        elapsed, lat = asyncio.run(load(port, paths, hits, connections))
-        deadline = time.monotonic() + 120
-        expected = hits + min(500, hits)
-        with session_factory(engine)() as s:
-            while True:
-                written = s.scalar(select(func.count(TrackingHit.id))) or 0
-                if written >= expected or time.monotonic() > deadline:
-                    break
-                s.rollback()
-                time.sleep(0.2)
-    lat.sort()
-    rate = hits / elapsed
-    p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
+        paths = tokens(session, args.readers)
+    hits, conns = args.hits, args.connections
     tag = "" if server == "api-server" else "_uvicorn"
-    figures.emit(
-        f"tracking_endpoint{tag}_hits_per_s",
-        rate,
-        "hits/s",
-        1000.0,
-        figures.higher_is_better(rate, 1000.0),
-    )
-    figures.emit(f"tracking_endpoint{tag}_p50_ms", p50, "ms", digits=2)
-    figures.emit(
-        f"tracking_endpoint{tag}_p99_ms",
-        p99,
-        "ms",
-        50.0,
-        figures.lower_is_better(p99, 50.0),
-        digits=2,
-    )
+    with server_port(url, server, args.workers) as (port, prefix, pid):
+        paths = [p.replace("/automail-public", prefix, 1) for p in paths]
+        expected = min(500, hits)
+        load(port, paths, expected, 8)  # warm-up: link cache, connections, heap frozen
+        written_by(engine, expected)
+        # Baselines first, in the same server: the same stack and mount answering a 404
+        # at once (Airflow's middleware + our dispatch, no token work, nothing recorded),
+        # and Airflow's own health endpoint (it reads the metadata DB).
+        noop = load(port, [f"{prefix}/o/-"], hits, conns)
+        emit_load(f"tracking_noop_404{tag}", noop, target=False)
+        if server == "api-server":
+            health = load(port, ["/api/v2/monitor/health"], max(200, hits // 10), conns)
+            emit_load("airflow_health_endpoint", health, target=False)
+        cpu = tree_cpu_seconds(pid)
+        saturated = load(port, paths, hits, conns)  # closed loop: as fast as it answers
+        expected += hits
+        _, drain = written_by(engine, expected)  # the writer's CPU belongs to these hits
+        cpu = (tree_cpu_seconds(pid) - cpu) / hits * 1e6
+        emit_load(f"tracking_endpoint{tag}", saturated, target=True)
+        figures.emit(f"tracking_endpoint{tag}_server_cpu_us_per_hit", cpu, "us/hit")
+        figures.emit(f"tracking_endpoint{tag}_store_drained_s", drain, "s", digits=2)
+        figures.emit(
+            f"tracking_hits_vs_noop{tag}", saturated["rate"] / noop["rate"], "ratio", digits=3
+        )
+        if server == "api-server":
+            figures.emit(
+                "tracking_hits_vs_health", saturated["rate"] / health["rate"], "ratio", digits=2
+            )
+        # Open loop at the target rate: the latency a hit sees when 1,000 arrive per second.
+        cpu = tree_cpu_seconds(pid)
+        paced = load(port, paths, hits, 64, rate=1000.0)
+        expected += hits
+        # Below 1,000/s here means the server did not get the CPU (a shared machine):
+        # its cores used say whether it was busy or starved.
+        figures.emit(f"tracking_endpoint{tag}_at_1000_per_s_achieved", paced["rate"], "hits/s")
+        cores = (tree_cpu_seconds(pid) - cpu) / paced["elapsed"]
+        figures.emit(f"tracking_endpoint{tag}_at_1000_per_s_server_cores", cores, "cores", digits=2)
+        figures.emit(
+            f"tracking_endpoint{tag}_at_1000_per_s_load", os.getloadavg()[0], "load", digits=2
+        )
+        p99 = paced["p99_ms"]
+        figures.emit(
+            f"tracking_endpoint{tag}_at_1000_per_s_p99_ms",
+            p99,
+            "ms",
+            50.0,
+            figures.lower_is_better(p99, 50.0),
+            digits=2,
+        )
+        figures.emit(
+            f"tracking_endpoint{tag}_at_1000_per_s_p50_ms", paced["p50_ms"], "ms", digits=2
+        )
+        written, _ = written_by(engine, expected)
     figures.emit(
         f"tracking{tag}_hits_written",
         written,
@@ -261,6 +350,10 @@ def main() -> None:
     parser.add_argument("--mails", type=int, default=5000, help="renders timed per variant")
     parser.add_argument("--readers", type=int, default=1000, help="mails whose tokens are hit")
     parser.add_argument(
+        "--workers", type=int, default=2,
+        help="api-server workers ([api] workers; airflow.cfg.example: one per core)",
+    )  # fmt: skip
+    parser.add_argument(
         "--server", choices=("api-server", "uvicorn", "both"), default="both",
         help="airflow api-server (the real deployment) and/or plain uvicorn on the same app",
     )  # fmt: skip
@@ -272,9 +365,15 @@ def main() -> None:
         send_cost(session, args.mails)
         session.rollback()
     engine.dispose()
+    # The client alone against a canned-response server: its ceiling, far above the figures.
+    client = subprocess.run(
+        [sys.executable, str(HITLOAD), "--calibrate", "--hits", str(args.hits)],
+        capture_output=True, check=True,
+    )  # fmt: skip
+    figures.emit("tracking_client_alone_per_s", json.loads(client.stdout)["rate"], "req/s")
     for server in ("api-server", "uvicorn") if args.server == "both" else (args.server,):
         fresh_database(URL)
-        endpoint(URL, args.hits, args.connections, args.readers, server)
+        endpoint(URL, args, server)
     figures.emit("machine_load_average_1min", os.getloadavg()[0], "load", digits=2)
 
 

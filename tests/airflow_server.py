@@ -32,6 +32,7 @@ class AirflowServer:
     home: Path
     log: Path
     env: dict[str, str]
+    pid: int  # the api-server's main process (its workers are children)
 
     def airflow(self, *args: str) -> str:
         """Run an `airflow` CLI command against this server's metadata DB."""
@@ -51,7 +52,7 @@ class AirflowServer:
 
 
 def _env(
-    home: Path, port: int, store_url: str, smtp_port: int, with_dags: bool = False
+    home: Path, port: int, store_url: str, smtp_port: int, with_dags: bool = False, workers: int = 1
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(
@@ -74,7 +75,7 @@ def _env(
         AIRFLOW__API__HOST="127.0.0.1",
         AIRFLOW__API__SECRET_KEY="automail-ui-test-secret",
         AIRFLOW__API_AUTH__JWT_SECRET="automail-ui-test-jwt-secret",
-        AIRFLOW__API__WORKERS="1",
+        AIRFLOW__API__WORKERS=str(workers),
         AUTOMAIL_DB_URL=store_url,
         AIRFLOW_CONN_AUTOMAIL_SMTP=json.dumps(
             {
@@ -90,12 +91,12 @@ def _env(
 
 @contextmanager
 def running_airflow(
-    home: Path, store_url: str, smtp_port: int, *, with_dags: bool = False
+    home: Path, store_url: str, smtp_port: int, *, with_dags: bool = False, workers: int = 1
 ) -> Iterator[AirflowServer]:
     (home / "dags").mkdir(parents=True, exist_ok=True)
     (home / "passwords.json").write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
     port = free_port()
-    env = _env(home, port, store_url, smtp_port, with_dags)
+    env = _env(home, port, store_url, smtp_port, with_dags, workers)
     airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
     subprocess.run(
         [airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180
@@ -113,7 +114,7 @@ def running_airflow(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    server = AirflowServer(f"http://127.0.0.1:{port}", home, log, env)
+    server = AirflowServer(f"http://127.0.0.1:{port}", home, log, env, proc.pid)
     try:
         deadline = time.monotonic() + 120
         while True:

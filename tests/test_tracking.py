@@ -22,7 +22,7 @@ from automail.db import session_factory
 from automail.models import Campaign, Customer, Mail, TrackingHit
 from automail.sample_data import make_customer, make_order, make_shop
 from automail.steps import add_step, create_due_step_mails, create_sequence
-from automail.tracking.links import Tracker, TrackingOptions
+from automail.tracking.links import CLICK_MARK, Tracker, TrackingOptions
 from automail.tracking.machine import Hit, classify, ua_class
 from automail.tracking.report import campaign_report, report_csv, sequence_report
 from automail.tracking.resend import resend_to_non_openers
@@ -62,6 +62,7 @@ def test_links_rewritten_to_signed_redirects_and_a_pixel(session: Session) -> No
     assert html.index("/automail-public/o/") < html.index("</body>")
     tokens = {verify_click(t.rsplit("/", 1)[1])[0] for t in CLICK.findall(html)}
     assert tokens == {MailRef("campaign", campaign.id, mails[0].customer_id)}
+    assert "\x00" not in html  # every mark filled with this mail's token
     # Another recipient's links carry their own tokens.
     assert CLICK.findall(mails[1].body_html)[0] != CLICK.findall(html)[0]
 
@@ -80,10 +81,11 @@ def test_text_links_rewritten_only_when_asked(session: Session) -> None:
     tracker = Tracker(
         session, "campaign", 99, body, "text", TrackingOptions(clicks=True, text_links=True)
     )
-    assert "{{ tracking_click }}." in tracker.template and "<#クーポンURL>" in tracker.template
+    assert f"{CLICK_MARK}." in tracker.template and "<#クーポンURL>" in tracker.template
     compiled = CompiledContent("s", tracker.template, "text")
-    context = {"unsubscribe_url": "u", **tracker.context(MailRef("campaign", 99, 1))}
-    out = compiled.render(context)
+    out = compiled.render({"unsubscribe_url": "u"})
+    (out.body_text,) = tracker.fill(MailRef("campaign", 99, 1), out.body_text)
+    assert CLICK_MARK not in out.body_text
     assert re.search(
         r"ご覧ください: http://127\.0\.0\.1:8080/automail-public/c/t1\.c99-1\.[\w-]{43}\.\d+\.[\w-]{43}。",
         out.body_text,
@@ -408,3 +410,50 @@ def test_cli_report_csv_and_resend(session: Session, client: TestClient, capsys,
     assert "campaign_id: no campaign 999" in capsys.readouterr().err
     assert main(["campaigns", "resend-non-openers", str(campaign.id)]) == 0
     assert "fixed list of 1 customers frozen" in capsys.readouterr().out
+
+
+def test_hits_are_answered_ahead_of_the_public_apps_stack(session: Session, engine) -> None:  # noqa: ANN001
+    """/o/ and /c/ never enter the FastAPI stack (its middleware sees only other paths);
+    everything else, lifespan included, still does."""
+    _, mails = sent_campaign(session, customers=1)
+    app = create_app(session_factory(engine))
+    seen: list[str] = []
+
+    @app.middleware("http")
+    async def spy(request, call_next):  # noqa: ANN001, ANN202
+        seen.append(request.url.path)
+        return await call_next(request)
+
+    pixel = PIXEL.findall(mails[0].body_html)[0]
+    with TestClient(app, follow_redirects=False) as client:
+        assert client.get(pixel, headers={"user-agent": BROWSER}).status_code == 200
+        assert client.get(CLICK.findall(mails[0].body_html)[0]).status_code == 302
+        assert client.get("/o/nonsense").status_code == 404
+        assert client.post(pixel).status_code == 404  # only GET/HEAD, still ahead of the stack
+        assert client.get("/o").status_code == 404  # not the hot path: FastAPI's own 404
+        assert client.get("/unsubscribe?t=bad").status_code == 400
+        client.app.state.tracking.flush()
+    assert seen == ["/o", "/unsubscribe"]
+    assert len(_hits(session)) == 2
+
+
+def test_heap_frozen_once_started_and_once_warm(
+    session: Session, engine, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """Full collections over the api-server's heap stalled every hit (bench p99 0.5-1.2 s):
+    frozen at startup and after the first hits are written, once per process each."""
+    from automail.tracking import web
+
+    frozen: list[int] = []
+    monkeypatch.setattr(web, "_frozen", set())
+    monkeypatch.setattr(web.gc, "freeze", lambda: frozen.append(1))
+    _, mails = sent_campaign(session, customers=1)
+    pixel = PIXEL.findall(mails[0].body_html)[0]
+    for _ in range(2):  # a second app in the same process freezes nothing more
+        with TestClient(create_app(session_factory(engine))) as client:
+            assert len(frozen) == 1 or frozen == [1, 1]
+            client.get(pixel, headers={"user-agent": BROWSER})
+            client.get(pixel, headers={"user-agent": BROWSER})
+            client.app.state.tracking.flush()
+            assert frozen == [1, 1]
+    assert web._frozen == {"started", "warm"}

@@ -125,6 +125,38 @@ def test_forged_altered_and_foreign_tokens_are_never_counted(
     assert other_mails
 
 
+def test_hot_path_edges_are_404_and_never_counted(engine, session, client, fault_totals) -> None:  # noqa: ANN001
+    """The dispatch ahead of the FastAPI stack: other methods on genuine tokens, empty and
+    extra path segments, other cases and prefixes — 404 (or the stack's own answer),
+    nothing recorded."""
+    _, mails = sent_campaign(session, customers=1)
+    pixel = PIXEL.findall(mails[0].body_html)[0]
+    click = CLICK.findall(mails[0].body_html)[0]
+    responses = [
+        client.request(method, path)
+        for method in ("POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT")
+        for path in (pixel, click)
+    ]
+    paths = ["/o", "/o/", "/c/", "/o//", "/c//", f"{pixel}/", f"{click}/x", f"/x{pixel}"]
+    paths += [
+        pixel.replace("/o/", "/O/"),
+        click.replace("/c/", "/C/"),
+        pixel.replace("/o/", "/oo/"),
+    ]
+    paths += [click.replace("/c/", "/o/"), pixel.replace("/o/", "/c/"), f"/o/{'A' * 60_000}"]
+    responses += [client.get(p) for p in paths]
+    client.app.state.tracking.flush()
+    counted = _hit_count(engine)
+    fault_totals.inputs += len(responses)
+    fault_totals.count("tracking_forged_counted", counted)
+    assert counted == 0
+    assert {r.status_code for r in responses} <= {404, 405, 307}, [
+        (r.request.method, str(r.request.url)[:80], r.status_code)
+        for r in responses
+        if r.status_code not in (404, 405, 307)
+    ]
+
+
 @examples(300)
 @given(junk=st.text(min_size=0, max_size=300))
 def test_random_tokens_are_404(engine, client, fault_totals, junk: str) -> None:  # noqa: ANN001

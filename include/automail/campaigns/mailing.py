@@ -85,9 +85,11 @@ class MarketingMailer:
     ) -> dict:
         url = self.unsubscribe_url(customer.id)
         context = context_for(self.shop, customer, url)
-        if self.tracker is not None:  # compiled from tracker.template: fill its two fields
-            context.update(self.tracker.context(source_key))
         content = self.compiled.render(context)
+        if self.tracker is not None:  # compiled from tracker.template: this mail's token
+            content.body_text, content.body_html = self.tracker.fill(
+                source_key, content.body_text, content.body_html
+            )
         return {
             "shop_id": self.shop.id,
             "kind": kind,

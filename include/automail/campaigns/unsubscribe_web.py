@@ -78,8 +78,11 @@ def _write_now(session: Session, token: str, lock_wait_ms: int) -> str:
 def create_app(
     session_factory: Callable[[], Session] | None = None, lock_wait_ms: int = LOCK_WAIT_MS
 ) -> FastAPI:
-    """The FastAPI app; the store is reached lazily (plugin import never touches it)."""
-    app = FastAPI(title="Automail unsubscribe", docs_url=None, redoc_url=None, openapi_url=None)
+    """The FastAPI app (with the open/click hot path in front, automail.tracking.web); the
+    store is reached lazily (plugin import never touches it)."""
+    from automail.tracking.web import PublicApp, mount_tracking  # import cycle: lazily
+
+    app = PublicApp(title="Automail unsubscribe", docs_url=None, redoc_url=None, openapi_url=None)
 
     def sessions() -> Session:
         if session_factory is not None:
@@ -148,8 +151,6 @@ def create_app(
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         token = request.query_params.get("t") or (form.get("t") or [""])[0]
         return await run_in_threadpool(apply, token)  # store work off the event loop
-
-    from automail.tracking.web import mount_tracking  # opens/clicks: same public mount
 
     app.state.tracking = mount_tracking(app, sessions)
     return app

@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from markupsafe import Markup, escape
+from markupsafe import escape
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -35,6 +35,13 @@ _TEXT_URL = re.compile(r"https?://[A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]+")
 _TRAILING = ".,;:!?')"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 MAX_URL = 2000
+# Where a mail's own token goes in the rewritten template: plain template text, so
+# rendering passes it through untouched and `Tracker.fill` puts the token in with one
+# str.replace per body after rendering (no merge field per link: bench/tracking.py).
+# NUL never comes from an author's editor; should a merge field's value hold a mark, it
+# becomes that same recipient's own tracking URL, which is in their mail anyway.
+CLICK_MARK = "\x00automail-click\x00"
+OPEN_MARK = "\x00automail-open\x00"
 
 
 def safe_target(url: str) -> bool:
@@ -120,10 +127,10 @@ class Tracker:
     """Tracking for one campaign / step: its template with the links rewritten.
 
     Done once, on the template source: each literal link becomes
-    `{{ tracking_click }}.<link id>.<mac>` (the link's part, signed here once) and the
-    HTML body gets `<img src="{{ tracking_open }}">`. Per mail, `context(ref)` adds one
-    signed mail token to the merge fields — rendering does the rest, so tracking costs a
-    mail one signature and no pass over its body (bench/tracking.py)."""
+    `CLICK_MARK.<link id>.<mac>` (the link's part, signed here once) and the HTML body
+    gets `<img src="OPEN_MARK">`. Per mail, `fill` replaces the marks in the rendered
+    bodies with the base URL and the mail's token: one signature and one str.replace
+    per mark kind (bench/tracking.py)."""
 
     def __init__(
         self,
@@ -137,8 +144,8 @@ class Tracker:
         self.scope, self.scope_id, self.options = scope, scope_id, options
         self.key = secret_key()
         base = str(settings.get(session, "public_base_url")).rstrip("/")
-        # Escaped once here, so the per-mail values are Markup (no escaping per render);
-        # the tokens themselves are URL-safe characters only.
+        # Escaped once here for the HTML body (an http(s) base has nothing to escape in
+        # practice); the tokens themselves are URL-safe characters only.
         self.click_base = str(escape(f"{base}{PUBLIC_PREFIX}/c/"))
         self.open_base = str(escape(f"{base}{PUBLIC_PREFIX}/o/"))
         html_body = body_format == "html"
@@ -163,12 +170,12 @@ class Tracker:
                 if part is None:
                     return m.group(0)
                 head = m.group(0)[: m.start("url") - m.start(0)]
-                return f"{head}{{{{ tracking_click }}}}{part}{m.group('q')}"
+                return f"{head}{CLICK_MARK}{part}{m.group('q')}"
 
             source = _HREF.sub(href, source)
             if self.options.opens:
                 pixel = (
-                    '<img src="{{ tracking_open }}" width="1" height="1" alt="" '
+                    f'<img src="{OPEN_MARK}" width="1" height="1" alt="" '
                     'style="display:block;width:1px;height:1px;border:0">'
                 )
                 ends = list(_BODY_END.finditer(source))
@@ -181,19 +188,19 @@ class Tracker:
                 part = parts.get(raw)
                 if part is None:
                     return m.group(0)
-                return "{{ tracking_click }}" + part + m.group(0)[len(raw) :]
+                return CLICK_MARK + part + m.group(0)[len(raw) :]
 
             source = _TEXT_URL.sub(url, source)
         return source
 
-    def context(self, ref: MailRef | str) -> dict[str, str]:
-        """The merge fields of one mail's tracking (a MailRef or the mail's source_key):
-        one signature."""
+    def fill(self, ref: MailRef | str, *bodies: str | None) -> tuple[str | None, ...]:
+        """One mail's rendered bodies (None stays None) with its token in place of the
+        marks; ref is a MailRef or the mail's source_key. One signature."""
         mail = mail_token(ref if isinstance(ref, MailRef) else ref_from_source_key(ref), self.key)
-        return {
-            "tracking_click": Markup(self.click_base + mail),
-            "tracking_open": Markup(self.open_base + mail),
-        }
+        click, pixel = self.click_base + mail, self.open_base + mail
+        return tuple(
+            b.replace(CLICK_MARK, click).replace(OPEN_MARK, pixel) if b else b for b in bodies
+        )
 
 
 def tracker_for(

@@ -54,8 +54,10 @@ class HitRecorder:
         session_factory: Callable[[], Session],
         interval: float = 0.2,
         max_pending: int = 200_000,
+        on_first_write: Callable[[], None] | None = None,
     ):
         self.session_factory = session_factory
+        self.on_first_write = on_first_write  # once, after the first batch is stored
         self.interval = interval
         self.max_pending = max_pending
         self.stats = RecorderStats()
@@ -119,6 +121,9 @@ class HitRecorder:
                     self._buffer[:0] = batch[: self.max_pending]
                 raise
             self.stats.written += written
+            if written and self.on_first_write is not None:
+                first, self.on_first_write = self.on_first_write, None
+                first()
             return written
 
     def _shop_of(self, session: Session, scope: str, scope_id: int) -> int | None:
@@ -184,9 +189,37 @@ class HitRecorder:
                     }
                 )
             if rows:
-                session.execute(TrackingHit.__table__.insert(), rows)
+                insert_hits(session, rows)
                 judge_in_context(session, rows)
         return len(rows)
+
+
+HIT_COLUMNS = (
+    "mail_id", "scope", "scope_id", "customer_id", "link_id",
+    "kind", "at", "method", "ua_class", "machine",
+)  # fmt: skip
+
+
+def insert_hits(session: Session, rows: list[dict]) -> None:
+    """One INSERT for the batch. On PostgreSQL over psycopg2 through its execute_values:
+    a third of SQLAlchemy's per-row CPU (bench: ~50 → ~18 µs a hit), and this runs in the
+    api-server's workers, holding the GIL their hits need. Same rows, same transaction."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg2":
+        from psycopg2.extras import execute_values
+
+        cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            execute_values(
+                cursor,
+                f"INSERT INTO tracking_hits ({', '.join(HIT_COLUMNS)}) VALUES %s",
+                [tuple(r[c] for c in HIT_COLUMNS) for r in rows],
+                page_size=1000,
+            )
+        finally:
+            cursor.close()
+        return
+    session.execute(TrackingHit.__table__.insert(), rows)
 
 
 def judge_in_context(session: Session, rows: list[dict], rules: Rules = RULES) -> int:
@@ -225,37 +258,30 @@ def judge_in_context(session: Session, rows: list[dict], rules: Rules = RULES) -
             .values(machine=bindparam("verdict")),
             changes,
         )
+    # One statement per 500 mails (not one per mail: this runs in the api-server's
+    # process, and per-row round trips cost its hits CPU): a person's click dated before
+    # the mail's first person's open.
+    opens = TrackingHit.__table__.alias("opens")
+    first_open = (
+        select(func.min(opens.c.at))
+        .where(opens.c.mail_id == hits.mail_id, opens.c.kind == "open", opens.c.machine.is_(None))
+        .scalar_subquery()
+    )
     mail_ids = sorted({r["mail_id"] for r in rows})
-    before_open: list[dict] = []
+    moved = 0
     for start in range(0, len(mail_ids), 500):
-        firsts = session.execute(
-            select(hits.mail_id, func.min(hits.at))
+        result = session.connection().execute(
+            update(TrackingHit.__table__)
             .where(
                 hits.mail_id.in_(mail_ids[start : start + 500]),
-                hits.kind == "open",
+                hits.kind == "click",
                 hits.machine.is_(None),
+                hits.at < first_open,
             )
-            .group_by(hits.mail_id)
+            .values(machine="click_before_open")
         )
-        before_open += [{"m": m, "first": first} for m, first in firsts]
-    moved = 0
-    if before_open:
-        moved = (
-            session.connection()
-            .execute(
-                update(TrackingHit.__table__)
-                .where(
-                    hits.mail_id == bindparam("m"),
-                    hits.kind == "click",
-                    hits.machine.is_(None),
-                    hits.at < bindparam("first", type_=TrackingHit.at.type),
-                )
-                .values(machine="click_before_open"),
-                before_open,
-            )
-            .rowcount
-        )
-    return len(changes) + max(moved, 0)
+        moved += max(result.rowcount, 0)
+    return len(changes) + moved
 
 
 def _now() -> datetime:

@@ -7,21 +7,35 @@ A malformed, forged or altered token, a link of another campaign/step, a target 
 is not a plain http(s) URL, any other path or method → 404, and nothing is recorded.
 
 These are the hottest URLs of the system (every opened mail, every click), so they are
-two plain ASGI apps rather than FastAPI routes: no parameter parsing or dependency
-solving per hit — a path split, the signature checks, a dict lookup and an append to
-the recorder's buffer (bench/tracking.py).
+plain ASGI endpoints that `PublicApp` calls before its own FastAPI stack: no routing,
+exception middleware, parameter parsing or dependency solving per hit — a path split,
+the signature checks, a dict lookup and an append to the recorder's buffer. (Airflow's
+root middleware — access log, gzip, JWT refresh — wraps every mounted app; a plugin
+cannot and should not step around it.) See bench/tracking.py.
+
+On the api-server each worker's heap holds ~700k objects of Airflow, FastAPI and
+SQLAlchemy, and a full garbage collection over it took 0.3–1 s under load — every hit in
+flight waited (bench p99 0.5–1.2 s). So the app freezes the heap (`gc.freeze`) once it
+has started and once more when the first hits are written (SQLAlchemy warm); a full
+collection then walks only the objects made since. Cyclic garbage among frozen objects
+is never collected: startup-time objects live as long as the worker anyway.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Awaitable, Callable
+import gc
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from anyio import to_thread
+from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette._utils import get_route_path
+from starlette.types import Receive, Scope
+from starlette.types import Send as ASGISend
 
 from automail.models import TrackingLink
 from automail.tracking.links import safe_target
@@ -73,11 +87,8 @@ class _Endpoint:
     def __init__(self, recorder: HitRecorder, links: LinkCache | None):
         self.recorder, self.links = recorder, links
 
-    async def __call__(self, scope: dict, receive: Any, send: Send) -> None:
-        if scope["type"] != "http":
-            return
+    async def __call__(self, scope: Scope, token: str, send: Send) -> None:
         method = scope["method"]
-        token = get_route_path(scope).lstrip("/")
         if method not in ("GET", "HEAD") or not token or "/" in token:
             await _not_found(send, method)
             return
@@ -120,10 +131,40 @@ class ClickRedirect(_Endpoint):
         await _respond(send, method, 302, [(b"location", link[2].encode())])
 
 
-def mount_tracking(app: Any, session_factory: Callable[[], Session]) -> HitRecorder:
-    """Mount /o and /c on the public app; returns the recorder (closed on shutdown)."""
-    recorder = HitRecorder(session_factory)
-    app.mount("/o", OpenPixel(recorder, None))
-    app.mount("/c", ClickRedirect(recorder, LinkCache(session_factory)))
+_frozen: set[str] = set()
+
+
+def freeze_heap(moment: str) -> None:
+    """gc.freeze() once per process and moment ("started", "warm"): see the module doc."""
+    if moment in _frozen:
+        return
+    _frozen.add(moment)
+    gc.collect()
+    gc.freeze()
+
+
+class PublicApp(FastAPI):
+    """The public FastAPI app with /o/<token> and /c/<token> answered ahead of its stack."""
+
+    tracking: Mapping[str, _Endpoint] = MappingProxyType({})  # path head → endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: ASGISend) -> None:
+        if scope["type"] == "http" and self.tracking:
+            path = get_route_path(scope)
+            endpoint = self.tracking.get(path[:3])
+            if endpoint is not None:
+                await endpoint(scope, path[3:], send)
+                return
+        await super().__call__(scope, receive, send)
+
+
+def mount_tracking(app: PublicApp, session_factory: Callable[[], Session]) -> HitRecorder:
+    """Serve /o and /c on the public app; returns the recorder (closed on shutdown)."""
+    recorder = HitRecorder(session_factory, on_first_write=lambda: freeze_heap("warm"))
+    app.tracking = {
+        "/o/": OpenPixel(recorder, None),
+        "/c/": ClickRedirect(recorder, LinkCache(session_factory)),
+    }
+    app.router.on_startup.append(lambda: freeze_heap("started"))
     app.router.on_shutdown.append(recorder.close)
     return recorder
