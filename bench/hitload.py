@@ -67,6 +67,7 @@ class _Conn(asyncio.Protocol):
             self.run.idle.remove(self)
         if not self.done.done():
             self.done.set_result(exc)
+        self.run.freed.set()  # the pacer re-checks (every connection may be gone)
 
 
 class _Run:
@@ -86,6 +87,10 @@ class _Run:
         self.idle: deque[_Conn] = deque()  # first in, first out: every connection stays warm
         self.all: list[_Conn] = []
         self.start = 0.0
+        # Set when a connection turns idle: the pacer sleeps on it while every connection is
+        # busy (polling instead took CPU from the server exactly when it was behind, on a
+        # 2-core box turning a late server into a collapsed one).
+        self.freed = asyncio.Event()
 
     def _next(self) -> bytes:
         request = self.requests[self.sent % len(self.requests)]
@@ -102,6 +107,7 @@ class _Run:
             conn.send(self._next(), self.start + (self.sent) / self.rate)  # overdue: at once
         else:
             self.idle.append(conn)
+            self.freed.set()
 
     async def pace(self) -> None:
         """Open loop: hand each request to an idle connection when it is due."""
@@ -114,8 +120,11 @@ class _Run:
                 continue
             if self.idle:
                 self.idle.popleft().send(self._next(), due)
-            else:
-                await asyncio.sleep(0.0002)  # all busy: it stays due (latency counts)
+            elif all(c.done.done() for c in self.all):
+                break  # every connection closed: nothing left to send on
+            else:  # all busy: it stays due (latency counts) until a connection is free
+                self.freed.clear()
+                await self.freed.wait()
         while len(self.latencies) < self.hits and not all(c.done.done() for c in self.all):
             await asyncio.sleep(0.001)
         for conn in self.all:
