@@ -410,16 +410,20 @@ def replace_changed_lines(conn: Connection, mapping: Mapping, orders_existed: bo
     qty = func.coalesce(s.c.quantity, 1)
     price = func.coalesce(s.c.unit_price, 0)
     has_item = or_(s.c.sku.is_not(None), s.c.product_name.is_not(None))
-    if not orders_existed:
+
+    def insert_lines(where: Any) -> None:  # one statement shape for both paths
         conn.execute(
             ol.insert().from_select(
                 ["order_id", "sku", "name", "quantity", "unit_price"],
                 select(o.c.id, sku, name, qty, price)
                 .select_from(s)
                 .join(o, _orders_join())
-                .where(has_item),
+                .where(where),
             )
         )
+
+    if not orders_existed:
+        insert_lines(has_item)
         return set()  # every staged line is an inserted one
     same = (
         select(ol.c.id)
@@ -435,15 +439,7 @@ def replace_changed_lines(conn: Connection, mapping: Mapping, orders_existed: bo
     conn.execute(update(s).where(has_item, ~exists(same)).values(line_changed=True))
     changed_orders = select(o.c.id).join(s, _orders_join()).where(s.c.line_changed)
     conn.execute(delete(ol).where(ol.c.order_id.in_(changed_orders)))
-    conn.execute(
-        ol.insert().from_select(
-            ["order_id", "sku", "name", "quantity", "unit_price"],
-            select(o.c.id, sku, name, qty, price)
-            .select_from(s)
-            .join(o, _orders_join())
-            .where(s.c.line_changed),
-        )
-    )
+    insert_lines(s.c.line_changed)
     return {int(r[0]) for r in conn.execute(select(s.c.line).where(s.c.line_changed))}
 
 
