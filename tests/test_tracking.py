@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.testclient import TestClient
@@ -23,7 +25,7 @@ from automail.models import Campaign, Customer, Mail, TrackingHit
 from automail.sample_data import make_customer, make_order, make_shop
 from automail.steps import add_step, create_due_step_mails, create_sequence
 from automail.tracking.links import CLICK_MARK, Tracker, TrackingOptions
-from automail.tracking.machine import Hit, classify, ua_class
+from automail.tracking.machine import Hit, Rules, burst_ids, classify, ua_class
 from automail.tracking.report import campaign_report, report_csv, sequence_report
 from automail.tracking.resend import resend_to_non_openers
 from automail.tracking.tokens import BadToken, MailRef, click_token, mail_token, verify_click
@@ -212,6 +214,33 @@ def test_machine_rules_per_mail() -> None:
         8: "link_burst",
         9: "apple_privacy_proxy",
     }
+
+
+def _bursts_by_definition(clicks: list[Hit], window: timedelta, links: int) -> set[int]:
+    """The burst rule read literally: every window starting at a click, all its clicks."""
+    found: set[int] = set()
+    for i, first in enumerate(clicks):
+        inside = [h for h in clicks[i:] if h.at - first.at <= window]
+        if len({h.link_id for h in inside}) >= links:
+            found.update(h.id for h in inside)
+    return found
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 5000), st.sampled_from([None, 1, 2, 3, 4])), max_size=60),
+    st.integers(2, 4),
+)
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+def test_linear_burst_rule_matches_its_definition(
+    raw: list[tuple[int, int | None]], links: int
+) -> None:
+    start = datetime(2026, 6, 10, 1, 0, tzinfo=UTC)
+    clicks = [
+        Hit(i, "click", link, start + timedelta(milliseconds=ms), "GET", "browser")
+        for i, (ms, link) in enumerate(sorted(raw, key=lambda r: r[0]))
+    ]
+    rules = Rules(burst_window=timedelta(seconds=1), burst_links=links)
+    assert burst_ids(clicks, rules) == _bursts_by_definition(clicks, rules.burst_window, links)
 
 
 def test_scanner_burst_is_flagged_and_kept_out_of_the_rates(

@@ -22,7 +22,9 @@ from __future__ import annotations
 import os
 import re
 import string
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
@@ -30,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, insert, select
 from starlette.testclient import TestClient
-from tracking_helpers import URLS, links_of, sent_campaign
+from tracking_helpers import NOW, URLS, links_of, sent_campaign
 
 from automail.campaigns.unsubscribe_web import create_app
 from automail.db import session_factory
@@ -262,3 +264,50 @@ def test_replays_huge_agents_and_floods(engine, session, client, fault_totals) -
     assert dropped == 70
     assert _hit_count(engine) == len(agents) + replays + flood + 50
     fault_totals.count("tracking_forged_counted", 0)
+
+
+def test_hammered_token_keeps_the_writer_linear(
+    engine,
+    session,
+    client,
+    fault_totals,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """One genuine click token replayed 20,000 times within a second, then the mail's
+    open and more clicks: every flush stays linear in the hits it touches. The burst rule
+    and the clicks-before-open rule were quadratic per mail (20,000 clicks: minutes in the
+    writer thread, holding the api-server worker's GIL, or in PostgreSQL)."""
+    campaign, mails = sent_campaign(session, customers=1)
+    ref, first_link = verify_click(CLICK.findall(mails[0].body_html)[0].removeprefix("/c/"))
+    other_links = [i for i in links_of(session, campaign).values() if i != first_link][:2]
+    recorder = client.app.state.tracking
+    hammer = 20_000
+    rounds = [
+        [first_link] * hammer,  # one link: no burst, nothing flagged yet (no open)
+        [None] + [first_link, *other_links] * 1000,  # the open, then a 3-link burst
+        [first_link] * 10,
+    ]
+    clock = iter(())  # hit times: each round 10 s after the last, its hits 1 µs apart
+    monkeypatch.setattr("automail.tracking.recorder._now", lambda: next(clock))
+    slow = 0
+    for r, links in enumerate(rounds):
+        at = NOW + timedelta(days=1, seconds=10 * r)
+        clock = iter(at + timedelta(microseconds=i) for i in range(len(links)))
+        with recorder.paused():  # the background thread must not take part of the round
+            for link in links:
+                recorder.record(ref, link, "GET", "browser")
+        started = time.monotonic()
+        assert recorder.flush() == len(links)
+        slow += time.monotonic() - started > 0.5 + 0.25 * len(links) / 1000  # 250 µs a hit
+    fault_totals.inputs += sum(map(len, rounds))
+    fault_totals.count("tracking_hammer_slow_flushes", slow)
+    session.rollback()  # a fresh snapshot: the writer committed in its own sessions
+    verdicts = dict(
+        session.execute(
+            select(TrackingHit.machine, func.count()).group_by(TrackingHit.machine)
+        ).all()
+    )
+    # Every hammered click came before the mail's first open (it is in the second round).
+    assert verdicts.get("click_before_open", 0) >= hammer
+    assert verdicts.get("link_burst", 0) >= 3000
+    assert slow == 0
