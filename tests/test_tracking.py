@@ -486,3 +486,28 @@ def test_heap_frozen_once_started_and_once_warm(
             client.app.state.tracking.flush()
             assert frozen == [1, 1]
     assert web._frozen == {"started", "warm"}
+
+
+def test_hits_go_through_the_writer_process(engine, session) -> None:  # noqa: ANN001
+    """The app as the api-server runs it (no sessions given): hits are forwarded to a
+    writer process on the configured store, which stores them with their verdicts and
+    exits once the app closes its pipe."""
+    campaign, mails = sent_campaign(session, customers=3)
+    session.commit()
+    app = create_app()  # store of the configuration (the fixture's AUTOMAIL_DB_URL)
+    client = TestClient(app, follow_redirects=False)
+    pixels = [PIXEL.findall(m.body_html)[0] for m in mails]
+    clicks = [CLICK.findall(m.body_html)[0] for m in mails]
+    for path in pixels + clicks:
+        r = client.get(path, headers={"user-agent": BROWSER})
+        assert r.status_code in (200, 302)
+    assert client.head(pixels[0]).status_code == 200  # a HEAD: machine
+    forwarder = app.state.tracking
+    forwarder.forward()  # whatever its thread has not handed over yet
+    writer = forwarder.writer
+    forwarder.close()
+    assert writer is not None and writer.returncode == 0 and forwarder.stats.writers_started == 1
+    session.rollback()
+    (fig,) = campaign_report(session, campaign.id).rows
+    assert (fig.unique_opens, fig.total_opens, fig.unique_clicks) == (3, 3, 3)
+    assert fig.machine_opens == 1

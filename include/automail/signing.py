@@ -7,6 +7,7 @@ must be signed is produced (newsletters are refused, sending stops).
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import hmac
@@ -67,6 +68,12 @@ def mac(key: bytes, payload: str) -> bytes:
     signer = _keyed(key).copy()
     signer.update(payload.encode())
     return signer.digest()
+
+
+def sign(payload: str, key: bytes) -> str:
+    """HMAC-SHA256 of payload, URL-safe base64: the signer of public links (unsubscribe,
+    open and click tokens)."""
+    return base64.urlsafe_b64encode(mac(key, payload)).rstrip(b"=").decode()
 
 
 def derived_key(key: bytes, purpose: str) -> bytes:

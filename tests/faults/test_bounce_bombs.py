@@ -92,7 +92,8 @@ def _forwarded_reports(depth: int, siblings: int = 1) -> bytes:
         ).encode()
         inner = (
             DAEMON + b"Content-Type: multipart/report; report-type=delivery-status; "
-            b"boundary=f%d\n\n--f%d\nContent-Type: text/plain\n\nforwarded\n" % (level, level)
+            b"boundary=f%d\n\n--f%d\nContent-Type: text/plain\n\nforwarded\n"
+            % (level, level)
             + attached
             + b"--f%d\nContent-Type: message/rfc822\n\n" % level
             + inner

@@ -8,7 +8,6 @@ customer. There is no built-in fallback key: without one, newsletters are refuse
 
 from __future__ import annotations
 
-import base64
 import hmac
 import re
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from automail.models import Customer
 from automail.signing import ENV_KEY as ENV_KEY  # re-exported: the key's names live there
 from automail.signing import VARIABLE_KEY as VARIABLE_KEY
 from automail.signing import MissingSecretKey as MissingSecretKey
-from automail.signing import mac, secret_key
+from automail.signing import secret_key, sign
 
 URL_PATH = "/automail-public/unsubscribe"
 VERSION = "v1"
@@ -36,12 +35,6 @@ class BadToken(ValueError):
     def __init__(self, message: str, status_code: int) -> None:
         super().__init__(message)
         self.status_code = status_code
-
-
-def sign(payload: str, key: bytes) -> str:
-    """HMAC-SHA256 of payload (signing.mac), URL-safe base64: the signer of public links
-    (unsubscribe, open and click tokens)."""
-    return base64.urlsafe_b64encode(mac(key, payload)).rstrip(b"=").decode()
 
 
 def make_token(shop_id: int, customer_id: int, key: bytes | None = None) -> str:

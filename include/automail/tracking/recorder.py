@@ -7,6 +7,9 @@ So a hit costs the request a signature check and a list append (bench/tracking.p
 and a flood cannot queue unbounded work: past `max_pending` hits wait in memory, new
 ones are dropped and counted (`dropped`). A process killed between flushes loses at
 most `interval` seconds of hits — figures, not mail, so that is the trade taken.
+On the api-server this recorder runs in a writer process of its own, fed by each worker
+(automail.tracking.writer_process); in-process (a thread) where the caller gives the
+sessions, as tests do.
 """
 
 from __future__ import annotations
@@ -69,8 +72,16 @@ class HitRecorder:
         self._shops: dict[tuple[str, int], int | None] = {}
 
     # ------------------------------------------------------------ request side
-    def record(self, ref: MailRef, link_id: int | None, method: str, ua_class: str) -> bool:
-        hit = Pending(ref, link_id, "click" if link_id else "open", method, ua_class, _now())
+    def record(
+        self,
+        ref: MailRef,
+        link_id: int | None,
+        method: str,
+        ua_class: str,
+        at: datetime | None = None,  # when it was answered, if not now (writer_process)
+    ) -> bool:
+        kind = "click" if link_id else "open"
+        hit = Pending(ref, link_id, kind, method, ua_class, at or _now())
         with self._lock:
             if len(self._buffer) >= self.max_pending:
                 self.stats.dropped += 1

@@ -6,7 +6,7 @@ whole open-pixel token. A click token appends the link's own part, `<link_id>.<m
 signed over the campaign/step and the link id. So rendering a mail costs one signature
 (the link parts are signed once per campaign/step), and altering any character of
 either part breaks a signature. Both MACs are the unsubscribe links' signer
-(automail.campaigns.unsubscribe.sign, same key); the `t1.` / `t1.link.` payload
+(automail.signing.sign, same key); the `t1.` / `t1.link.` payload
 prefixes keep the token kinds from standing in for each other. What does not verify is
 `BadToken`: answered 404 and never recorded. The endpoint also checks that the link
 belongs to the token's campaign/step, so a link part of another campaign is refused.
@@ -18,7 +18,7 @@ import hmac
 import re
 from dataclasses import dataclass
 
-from automail.campaigns.unsubscribe import secret_key, sign
+from automail.signing import secret_key, sign
 from automail.states import CAMPAIGN, STEP
 
 VERSION = "t1"

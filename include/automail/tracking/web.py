@@ -27,7 +27,7 @@ import base64
 import gc
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal
 
 from anyio import to_thread
 from fastapi import FastAPI
@@ -42,6 +42,9 @@ from automail.tracking.links import safe_target
 from automail.tracking.machine import ua_class
 from automail.tracking.recorder import HitRecorder
 from automail.tracking.tokens import BadToken, verify_click, verify_open
+from automail.tracking.writer_process import HitForwarder
+
+HitWriter = Literal["process", "thread"]
 
 GIF = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
 NO_STORE = [(b"cache-control", b"no-store, private"), (b"referrer-policy", b"no-referrer")]
@@ -84,7 +87,7 @@ async def _not_found(send: Send, method: str) -> None:
 
 
 class _Endpoint:
-    def __init__(self, recorder: HitRecorder, links: LinkCache | None):
+    def __init__(self, recorder: HitRecorder | HitForwarder, links: LinkCache | None):
         self.recorder, self.links = recorder, links
 
     async def __call__(self, scope: Scope, token: str, send: Send) -> None:
@@ -158,9 +161,18 @@ class PublicApp(FastAPI):
         await super().__call__(scope, receive, send)
 
 
-def mount_tracking(app: PublicApp, session_factory: Callable[[], Session]) -> HitRecorder:
-    """Serve /o and /c on the public app; returns the recorder (closed on shutdown)."""
-    recorder = HitRecorder(session_factory, on_first_write=lambda: freeze_heap("warm"))
+def mount_tracking(
+    app: PublicApp, session_factory: Callable[[], Session], writer: HitWriter
+) -> HitRecorder | HitForwarder:
+    """Serve /o and /c on the public app; returns the recorder (closed on shutdown).
+    writer "process": hits go to a writer process (automail.tracking.writer_process: the
+    api-server); "thread": written by a thread of this process (tests, one-off servers)."""
+    warm = lambda: freeze_heap("warm")  # noqa: E731
+    recorder: HitRecorder | HitForwarder = (
+        HitForwarder(on_first_write=warm)
+        if writer == "process"
+        else HitRecorder(session_factory, on_first_write=warm)
+    )
     app.tracking = {
         "/o/": OpenPixel(recorder, None),
         "/c/": ClickRedirect(recorder, LinkCache(session_factory)),
