@@ -4,8 +4,10 @@ adds to sending. JSON lines via bench/figures.emit.
 1. Endpoint: a real `airflow api-server` (started as tests/airflow_server.py does:
    `--workers` uvicorn workers, default 2 = [api] workers of airflow.cfg.example, one
    per core; SQLite metadata DB, this repo's plugins, Airflow's own middleware and
-   access log as shipped; mail store on PostgreSQL), then plain uvicorn serving the same
-   public app (`--server`; default both). Hits: half opens, half clicks over 1,000
+   access log; mail store on PostgreSQL; hits stored by each worker's writer process),
+   twice: its log as airflow.cfg.example sets it (JSON lines) and as Airflow ships it
+   (console format, figures tagged `_console_log`); then plain uvicorn serving the same
+   public app (`_uvicorn`; `--server` picks one, default all). Hits: half opens, half clicks over 1,000
    mails' genuine tokens, sent by bench/hitload.py in its own process (keep-alive
    loopback connections, one request in flight each; `hitload.py --calibrate` shows the
    client alone at ~50,000 req/s, far above what it measures).
@@ -209,13 +211,24 @@ def load(
     return result
 
 
+# The api-server's logging as airflow.cfg.example sets it ([logging] json_logs: its access
+# log writes a line per hit) and as Airflow ships it (console format).
+LOGGING = {
+    "api-server": {"AIRFLOW__LOGGING__JSON_LOGS": "True"},
+    "api-server-console-log": {"AIRFLOW__LOGGING__JSON_LOGS": "False"},
+}
+TAGS = {"api-server": "", "api-server-console-log": "_console_log", "uvicorn": "_uvicorn"}
+
+
 @contextmanager
 def server_port(url: str, server: str, workers: int) -> Iterator[tuple[int, str, int]]:
     """(port, mount prefix, pid) of a running server with the public app."""
-    if server == "api-server":
+    if server in LOGGING:
         with (
             tempfile.TemporaryDirectory(prefix="automail-bench-airflow-") as home,
-            running_airflow(Path(home), url, smtp_port=9, workers=workers) as running,
+            running_airflow(
+                Path(home), url, smtp_port=9, workers=workers, settings=LOGGING[server]
+            ) as running,
         ):
             yield int(running.base_url.rsplit(":", 1)[1]), "/automail-public", running.pid
         return
@@ -278,7 +291,7 @@ def endpoint(url: str, args: argparse.Namespace, server: str) -> None:
     with session_factory(engine)() as session:
         paths = tokens(session, args.readers)
     hits, conns = args.hits, args.connections
-    tag = "" if server == "api-server" else "_uvicorn"
+    tag = TAGS[server]
     with server_port(url, server, args.workers) as (port, prefix, pid):
         paths = [p.replace("/automail-public", prefix, 1) for p in paths]
         expected = min(500, hits)
@@ -289,9 +302,9 @@ def endpoint(url: str, args: argparse.Namespace, server: str) -> None:
         # and Airflow's own health endpoint (it reads the metadata DB).
         noop = load(port, [f"{prefix}/o/-"], hits, conns)
         emit_load(f"tracking_noop_404{tag}", noop, target=False)
-        if server == "api-server":
+        if server != "uvicorn":
             health = load(port, ["/api/v2/monitor/health"], max(200, hits // 10), conns)
-            emit_load("airflow_health_endpoint", health, target=False)
+            emit_load(f"airflow_health_endpoint{tag}", health, target=False)
         cpu = tree_cpu_seconds(pid)
         saturated = load(port, paths, hits, conns)  # closed loop: as fast as it answers
         expected += hits
@@ -303,9 +316,12 @@ def endpoint(url: str, args: argparse.Namespace, server: str) -> None:
         figures.emit(
             f"tracking_hits_vs_noop{tag}", saturated["rate"] / noop["rate"], "ratio", digits=3
         )
-        if server == "api-server":
+        if server != "uvicorn":
             figures.emit(
-                "tracking_hits_vs_health", saturated["rate"] / health["rate"], "ratio", digits=2
+                f"tracking_hits_vs_health{tag}",
+                saturated["rate"] / health["rate"],
+                "ratio",
+                digits=2,
             )
         # Open loop at the target rate: the latency a hit sees when 1,000 arrive per second.
         cpu = tree_cpu_seconds(pid)
@@ -354,8 +370,9 @@ def main() -> None:
         help="api-server workers ([api] workers; airflow.cfg.example: one per core)",
     )  # fmt: skip
     parser.add_argument(
-        "--server", choices=("api-server", "uvicorn", "both"), default="both",
-        help="airflow api-server (the real deployment) and/or plain uvicorn on the same app",
+        "--server", choices=(*TAGS, "all"), default="all",
+        help="airflow api-server (the real deployment: JSON logs as airflow.cfg.example, and "
+        "Airflow's console log) and/or plain uvicorn on the same app",
     )  # fmt: skip
     args = parser.parse_args()
     os.environ.setdefault("AUTOMAIL_SECRET_KEY", "bench-secret-key-0123456789")
@@ -371,7 +388,7 @@ def main() -> None:
         capture_output=True, check=True,
     )  # fmt: skip
     figures.emit("tracking_client_alone_per_s", json.loads(client.stdout)["rate"], "req/s")
-    for server in ("api-server", "uvicorn") if args.server == "both" else (args.server,):
+    for server in TAGS if args.server == "all" else (args.server,):
         fresh_database(URL)
         endpoint(URL, args, server)
     figures.emit("machine_load_average_1min", os.getloadavg()[0], "load", digits=2)

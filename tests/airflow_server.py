@@ -91,12 +91,18 @@ def _env(
 
 @contextmanager
 def running_airflow(
-    home: Path, store_url: str, smtp_port: int, *, with_dags: bool = False, workers: int = 1
+    home: Path,
+    store_url: str,
+    smtp_port: int,
+    *,
+    with_dags: bool = False,
+    workers: int = 1,
+    settings: dict[str, str] | None = None,  # more AIRFLOW__… settings (bench: logging)
 ) -> Iterator[AirflowServer]:
     (home / "dags").mkdir(parents=True, exist_ok=True)
     (home / "passwords.json").write_text(json.dumps({name: pw for name, (_, pw) in USERS.items()}))
     port = free_port()
-    env = _env(home, port, store_url, smtp_port, with_dags, workers)
+    env = {**_env(home, port, store_url, smtp_port, with_dags, workers), **(settings or {})}
     airflow = shutil.which("airflow", path=env["PATH"]) or "airflow"
     subprocess.run(
         [airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180
