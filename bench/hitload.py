@@ -160,6 +160,7 @@ async def _drive(
         "max_ms": lat[-1] * 1000 if lat else 0.0,
         "statuses": {str(k): v for k, v in sorted(run.statuses.items())},
         "errors": [repr(e) for e in errors],
+        "latencies": [x * 1000 for x in run.latencies],
     }
 
 
@@ -209,6 +210,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rate", type=float, help="open loop at this many hits/s")
     parser.add_argument("--calibrate", action="store_true")
+    parser.add_argument("--latencies", action="store_true", help="every latency (ms) too")
     args = parser.parse_args()
     if args.calibrate:
         result = calibrate(args.hits, args.connections, args.rate)
@@ -216,6 +218,8 @@ def main() -> None:
         with open(args.paths_file, encoding="ascii") as f:
             paths = f.read().split()
         result = drive(args.port, paths, args.hits, args.connections, args.rate)
+    if not args.latencies:
+        del result["latencies"]
     json.dump(result, sys.stdout)
     print()
 

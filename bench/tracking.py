@@ -5,12 +5,15 @@ adds to sending. JSON lines via bench/figures.emit.
    `--workers` uvicorn workers, default 2 = [api] workers of airflow.cfg.example, one
    per core; SQLite metadata DB, this repo's plugins, Airflow's own middleware and
    access log; mail store on PostgreSQL; hits stored by each worker's writer process),
-   twice: its log as airflow.cfg.example sets it (JSON lines) and as Airflow ships it
-   (console format, figures tagged `_console_log`); then plain uvicorn serving the same
-   public app (`_uvicorn`; `--server` picks one, default all). Hits: half opens, half clicks over 1,000
+   three times: its access log as airflow.cfg.example sets it (off), as JSON lines
+   (`_json_access_log`) and as Airflow ships it (console format, `_access_log`); then
+   plain uvicorn serving the same public app (`_uvicorn`; `--server` picks one, default
+   all). Hits: half opens, half clicks over 1,000
    mails' genuine tokens, sent by bench/hitload.py in its own process (keep-alive
    loopback connections, one request in flight each; `hitload.py --calibrate` shows the
-   client alone at ~50,000 req/s, far above what it measures).
+   client alone at ~50,000 req/s, far above what it measures). All servers run at once
+   and take turns, `--rounds` (5) rounds of each load below, figures pooled per server:
+   a noisy machine's spells fall on every server alike.
    - closed loop: H hits (default 20,000) from C connections (default 32) as fast as
      they are answered: hits/s, p50/p99, and the server's CPU per hit (all its workers).
    - open loop: H hits due at 1,000/s (64 connections; latency counted from when a hit
@@ -42,7 +45,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -200,6 +204,7 @@ def load(
         command = [sys.executable, str(HITLOAD), str(port), f.name, "--hits", str(hits)]
         command += ["--connections", str(connections)]
         command += ["--rate", str(rate)] if rate else []
+        command += ["--latencies"]
         done = subprocess.run(command, capture_output=True)
         if done.returncode:
             raise RuntimeError(f"hitload failed: {done.stderr.decode()[-2000:]}")
@@ -211,13 +216,20 @@ def load(
     return result
 
 
-# The api-server's logging as airflow.cfg.example sets it ([logging] json_logs: its access
-# log writes a line per hit) and as Airflow ships it (console format).
+# The api-server's access log (a line per request, tracking hits included) as
+# airflow.cfg.example sets it (off: it would keep every reader's address, and it is most
+# of a hit's CPU), as JSON lines, and as Airflow ships it (console format).
 LOGGING = {
-    "api-server": {"AIRFLOW__LOGGING__JSON_LOGS": "True"},
-    "api-server-console-log": {"AIRFLOW__LOGGING__JSON_LOGS": "False"},
+    "api-server": {"AIRFLOW__LOGGING__NAMESPACE_LEVELS": "http.access=warning"},
+    "api-server-json-access-log": {"AIRFLOW__LOGGING__JSON_LOGS": "True"},
+    "api-server-access-log": {},
 }
-TAGS = {"api-server": "", "api-server-console-log": "_console_log", "uvicorn": "_uvicorn"}
+TAGS = {
+    "api-server": "",
+    "api-server-json-access-log": "_json_access_log",
+    "api-server-access-log": "_access_log",
+    "uvicorn": "_uvicorn",
+}
 
 
 @contextmanager
@@ -286,75 +298,93 @@ def written_by(engine, expected: int, timeout: float = 120.0) -> tuple[int, floa
             time.sleep(0.1)
 
 
-def endpoint(url: str, args: argparse.Namespace, server: str) -> None:
+@dataclass
+class Runs:
+    """One load's rounds on one server, pooled: hits, seconds, latencies, server CPU."""
+
+    hits: int = 0
+    elapsed: float = 0.0
+    cpu: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+
+    def add(self, result: dict, cpu: float) -> None:
+        self.hits += result["hits"]
+        self.elapsed += result["elapsed"]
+        self.cpu += cpu
+        self.latencies += result["latencies"]
+
+    def result(self) -> dict:
+        lat = sorted(self.latencies)
+        pick = lambda q: lat[min(len(lat) - 1, int(len(lat) * q))]  # noqa: E731
+        return {"rate": self.hits / self.elapsed, "p50_ms": pick(0.5), "p99_ms": pick(0.99)}
+
+
+def endpoints(url: str, args: argparse.Namespace, servers: list[str]) -> None:
+    """Every server started at once, then `--rounds` rounds in which each server in turn
+    takes its share of each load: a shared machine's slow and fast spells land on all of
+    them, so their figures compare side by side (run one after another, the same server
+    measured 1.5-2.7x apart on this box)."""
     engine = make_engine(url)
     with session_factory(engine)() as session:
         paths = tokens(session, args.readers)
-    hits, conns = args.hits, args.connections
-    tag = TAGS[server]
-    with server_port(url, server, args.workers) as (port, prefix, pid):
-        paths = [p.replace("/automail-public", prefix, 1) for p in paths]
-        expected = min(500, hits)
-        load(port, paths, expected, 8)  # warm-up: link cache, connections, heap frozen
-        written_by(engine, expected)
-        # Baselines first, in the same server: the same stack and mount answering a 404
-        # at once (Airflow's middleware + our dispatch, no token work, nothing recorded),
-        # and Airflow's own health endpoint (it reads the metadata DB).
-        noop = load(port, [f"{prefix}/o/-"], hits, conns)
+    share = args.hits // args.rounds
+    with ExitStack() as stack:
+        running = {s: stack.enter_context(server_port(url, s, args.workers)) for s in servers}
+        targets = {
+            s: (port, [p.replace("/automail-public", prefix, 1) for p in paths], prefix, pid)
+            for s, (port, prefix, pid) in running.items()
+        }
+        expected = 0
+        for port, own, _, _ in targets.values():
+            load(port, own, 500, 8)  # warm-up: link cache, connections, writers, heap frozen
+            expected += 500
+        runs = {s: {k: Runs() for k in ("noop", "closed", "paced")} for s in servers}
+        health: dict[str, dict] = {}
+        for _ in range(args.rounds):
+            for s, (port, own, prefix, pid) in targets.items():
+                # The same stack and mount answering a 404 at once (Airflow's middleware
+                # and our dispatch, no token work, nothing recorded): the baseline.
+                runs[s]["noop"].add(load(port, [f"{prefix}/o/-"], share, args.connections), 0)
+                for kind, rate, conns in (
+                    ("closed", None, args.connections),
+                    ("paced", 1000.0, 64),
+                ):
+                    cpu = tree_cpu_seconds(pid)
+                    result = load(port, own, share, conns, rate)
+                    runs[s][kind].add(result, tree_cpu_seconds(pid) - cpu)
+                    expected += share
+        for s, (port, _, _, _) in targets.items():
+            if s != "uvicorn":  # Airflow's own health endpoint (it reads the metadata DB)
+                health[s] = load(port, ["/api/v2/monitor/health"], 500, args.connections)
+        written, drain = written_by(engine, expected)
+    for s in servers:
+        tag = TAGS[s]
+        noop, closed, paced = (runs[s][k].result() for k in ("noop", "closed", "paced"))
         emit_load(f"tracking_noop_404{tag}", noop, target=False)
-        if server != "uvicorn":
-            health = load(port, ["/api/v2/monitor/health"], max(200, hits // 10), conns)
-            emit_load(f"airflow_health_endpoint{tag}", health, target=False)
-        cpu = tree_cpu_seconds(pid)
-        saturated = load(port, paths, hits, conns)  # closed loop: as fast as it answers
-        expected += hits
-        _, drain = written_by(engine, expected)  # the writer's CPU belongs to these hits
-        cpu = (tree_cpu_seconds(pid) - cpu) / hits * 1e6
-        emit_load(f"tracking_endpoint{tag}", saturated, target=True)
+        emit_load(f"tracking_endpoint{tag}", closed, target=True)
+        cpu = runs[s]["closed"].cpu / runs[s]["closed"].hits * 1e6
         figures.emit(f"tracking_endpoint{tag}_server_cpu_us_per_hit", cpu, "us/hit")
-        figures.emit(f"tracking_endpoint{tag}_store_drained_s", drain, "s", digits=2)
         figures.emit(
-            f"tracking_hits_vs_noop{tag}", saturated["rate"] / noop["rate"], "ratio", digits=3
+            f"tracking_hits_vs_noop{tag}", closed["rate"] / noop["rate"], "ratio", digits=3
         )
-        if server != "uvicorn":
-            figures.emit(
-                f"tracking_hits_vs_health{tag}",
-                saturated["rate"] / health["rate"],
-                "ratio",
-                digits=2,
-            )
-        # Open loop at the target rate: the latency a hit sees when 1,000 arrive per second.
-        cpu = tree_cpu_seconds(pid)
-        paced = load(port, paths, hits, 64, rate=1000.0)
-        expected += hits
-        # Below 1,000/s here means the server did not get the CPU (a shared machine):
-        # its cores used say whether it was busy or starved.
+        if s in health:
+            emit_load(f"airflow_health_endpoint{tag}", health[s], target=False)
+        # Open loop at the target rate: latency counted from when each hit was due. Below
+        # 1,000/s achieved means the server did not get the CPU; its cores say how busy.
         figures.emit(f"tracking_endpoint{tag}_at_1000_per_s_achieved", paced["rate"], "hits/s")
-        cores = (tree_cpu_seconds(pid) - cpu) / paced["elapsed"]
+        cores = runs[s]["paced"].cpu / runs[s]["paced"].elapsed
         figures.emit(f"tracking_endpoint{tag}_at_1000_per_s_server_cores", cores, "cores", digits=2)
-        figures.emit(
-            f"tracking_endpoint{tag}_at_1000_per_s_load", os.getloadavg()[0], "load", digits=2
-        )
         p99 = paced["p99_ms"]
         figures.emit(
-            f"tracking_endpoint{tag}_at_1000_per_s_p99_ms",
-            p99,
-            "ms",
-            50.0,
-            figures.lower_is_better(p99, 50.0),
-            digits=2,
-        )
+            f"tracking_endpoint{tag}_at_1000_per_s_p99_ms", p99, "ms", 50.0,
+            figures.lower_is_better(p99, 50.0), digits=2,
+        )  # fmt: skip
         figures.emit(
             f"tracking_endpoint{tag}_at_1000_per_s_p50_ms", paced["p50_ms"], "ms", digits=2
         )
-        written, _ = written_by(engine, expected)
+    figures.emit("tracking_store_drained_s", drain, "s", digits=2)
     figures.emit(
-        f"tracking{tag}_hits_written",
-        written,
-        "hits",
-        float(expected),
-        written / expected,
-        digits=0,
+        "tracking_hits_written", written, "hits", float(expected), written / expected, digits=0
     )
     engine.dispose()
 
@@ -363,6 +393,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hits", type=int, default=20000)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=5, help="turns each server takes")
     parser.add_argument("--mails", type=int, default=5000, help="renders timed per variant")
     parser.add_argument("--readers", type=int, default=1000, help="mails whose tokens are hit")
     parser.add_argument(
@@ -388,9 +419,8 @@ def main() -> None:
         capture_output=True, check=True,
     )  # fmt: skip
     figures.emit("tracking_client_alone_per_s", json.loads(client.stdout)["rate"], "req/s")
-    for server in TAGS if args.server == "all" else (args.server,):
-        fresh_database(URL)
-        endpoint(URL, args, server)
+    fresh_database(URL)
+    endpoints(URL, args, list(TAGS) if args.server == "all" else [args.server])
     figures.emit("machine_load_average_1min", os.getloadavg()[0], "load", digits=2)
 
 
