@@ -15,7 +15,6 @@ sessions, as tests do.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from automail.models import Campaign, Mail, StepSequence, StepSequenceStep, TrackingHit
 from automail.tracking.machine import RULES, Hit, Rules, burst_ids, hit_verdict
+from automail.tracking.pending import PendingHits
 from automail.tracking.tokens import MailRef
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,10 @@ class RecorderStats:
     by_machine: dict[str, int] = field(default_factory=dict)
 
 
-class HitRecorder:
+class HitRecorder(PendingHits[Pending]):
+    stats: RecorderStats
+    drain_failed = "tracking: writing hits failed; retrying"
+
     def __init__(
         self,
         session_factory: Callable[[], Session],
@@ -59,16 +62,9 @@ class HitRecorder:
         max_pending: int = 200_000,
         on_first_write: Callable[[], None] | None = None,
     ):
+        super().__init__(interval, max_pending, on_first_write)
         self.session_factory = session_factory
-        self.on_first_write = on_first_write  # once, after the first batch is stored
-        self.interval = interval
-        self.max_pending = max_pending
         self.stats = RecorderStats()
-        self._buffer: list[Pending] = []
-        self._lock = threading.Lock()
-        self._flush_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._shops: dict[tuple[str, int], int | None] = {}
 
     # ------------------------------------------------------------ request side
@@ -81,61 +77,35 @@ class HitRecorder:
         at: datetime | None = None,  # when it was answered, if not now (writer_process)
     ) -> bool:
         kind = "click" if link_id else "open"
-        hit = Pending(ref, link_id, kind, method, ua_class, at or _now())
-        with self._lock:
-            if len(self._buffer) >= self.max_pending:
-                self.stats.dropped += 1
-                return False
-            self._buffer.append(hit)
-        if self._thread is None:
-            self._start()
-        return True
-
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._loop, name="automail-hits", daemon=True)
-            self._thread.start()
+        return self._append(Pending(ref, link_id, kind, method, ua_class, at or _now()))
 
     def close(self) -> None:
         """Stop the writer thread after a last flush (app shutdown, test teardown)."""
         self._stop.set()
         self.flush()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.flush()
-            except Exception:  # the store is down: keep the hits, try again next tick
-                log.exception("tracking: writing hits failed; retrying")
-
     @contextmanager
     def paused(self) -> Iterator[None]:
         """No writes while inside (hits only buffer): a store outage, as tests see it."""
-        with self._flush_lock:
+        with self._drain_lock:
             yield
 
     # ------------------------------------------------------------ writer side
+    def drain(self) -> int:
+        return self.flush()
+
     def flush(self) -> int:
         """Write everything buffered now; returns hits written."""
-        with self._flush_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-            if not batch:
-                return 0
-            try:
-                written = self._write(batch)
-            except Exception:
-                self.stats.errors += 1
-                with self._lock:
-                    self._buffer[:0] = batch[: self.max_pending]
-                raise
-            self.stats.written += written
-            if written and self.on_first_write is not None:
-                first, self.on_first_write = self.on_first_write, None
-                first()
-            return written
+        return self._hand_over(self._store)
+
+    def _store(self, batch: list[Pending]) -> int:
+        try:
+            written = self._write(batch)
+        except Exception:
+            self.stats.errors += 1
+            raise
+        self.stats.written += written
+        return written
 
     def _shop_of(self, session: Session, scope: str, scope_id: int) -> int | None:
         key = (scope, scope_id)

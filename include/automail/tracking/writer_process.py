@@ -26,13 +26,13 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO
 
+from automail.tracking.pending import PendingHits
 from automail.tracking.tokens import MailRef
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,11 @@ class ForwarderStats:
     writers_started: int = 0
 
 
-class HitForwarder:
+class HitForwarder(PendingHits[Wire]):
     """The request side when the writer is a process: `record` appends to memory (as
     HitRecorder.record does), a thread forwards every `interval` seconds."""
+
+    stats: ForwarderStats
 
     def __init__(
         self,
@@ -59,79 +61,43 @@ class HitForwarder:
         on_first_write: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
     ):
-        self.interval = interval
-        self.max_pending = max_pending
-        self.on_first_write = on_first_write  # once, after the first batch is handed over
+        super().__init__(interval, max_pending, on_first_write)
         self.clock = clock
         self.stats = ForwarderStats()
         self.writer: subprocess.Popen[bytes] | None = None
-        self._buffer: list[Wire] = []
-        self._lock = threading.Lock()
-        self._send_lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
 
     def record(self, ref: MailRef, link_id: int | None, method: str, ua_class: str) -> bool:
-        hit: Wire = (
-            ref.scope, ref.scope_id, ref.customer_id, ref.start,
-            link_id, method, ua_class, self.clock(),
+        return self._append(
+            (ref.scope, ref.scope_id, ref.customer_id, ref.start,
+             link_id, method, ua_class, self.clock())
         )  # fmt: skip
-        with self._lock:
-            if len(self._buffer) >= self.max_pending:
-                self.stats.dropped += 1
-                return False
-            self._buffer.append(hit)
-        if self._thread is None:
-            self._start()
-        return True
 
-    def _start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._thread = threading.Thread(target=self._loop, name="automail-hits", daemon=True)
-            self._thread.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.forward()
-            except Exception:  # no writer can be started: keep the hits, try next tick
-                log.exception("tracking: forwarding hits to the writer failed; retrying")
+    def drain(self) -> int:
+        return self.forward()
 
     def forward(self) -> int:
         """Hand everything buffered to the writer now; returns hits handed over."""
-        with self._send_lock:
-            with self._lock:
-                batch, self._buffer = self._buffer, []
-            if not batch:
-                return 0
-            line = json.dumps(batch, separators=(",", ":")).encode() + b"\n"
-            try:
-                self._send(line)
-            except Exception:
-                with self._lock:  # not read whole by any writer: keep it for the next one
-                    self._buffer[:0] = batch[: self.max_pending]
-                raise
-            self.stats.forwarded += len(batch)
-            if self.on_first_write is not None:
-                first, self.on_first_write = self.on_first_write, None
-                first()
-            return len(batch)
+        return self._hand_over(self._send)
 
-    def _send(self, line: bytes) -> None:
-        for attempt in (1, 2):
+    def _send(self, batch: list[Wire]) -> int:
+        """One JSON line to the writer; a batch it could not have read whole is resent
+        once to a new writer, else it goes back to wait (PendingHits._hand_over)."""
+        line = json.dumps(batch, separators=(",", ":")).encode() + b"\n"
+        retried = False
+        while True:
             writer = self._running_writer()
             try:
                 assert writer.stdin is not None
                 writer.stdin.write(line)
                 writer.stdin.flush()
-                return
+                self.stats.forwarded += len(batch)
+                return len(batch)
             except (BrokenPipeError, ValueError, OSError):
                 # The writer died before reading this line whole: it recorded none of it.
                 self._discard_writer()
-                if attempt == 2:
+                if retried:
                     raise
+                retried = True
 
     def _running_writer(self) -> subprocess.Popen[bytes]:
         if self.writer is not None and self.writer.poll() is None:
@@ -168,7 +134,7 @@ class HitForwarder:
         try:
             self.forward()
         finally:
-            with self._send_lock:
+            with self._drain_lock:
                 self._discard_writer(timeout)
 
 
