@@ -1,4 +1,4 @@
-"""Kills around the hit writer process (automail.tracking.writer_process), both stores.
+"""Kills and an outage around the hit writer process (automail.tracking.writer_process), both stores.
 
 - Writers SIGKILLed while two forwarders (two api-server workers) stream hits: the next
   batch starts a new writer; no hit is stored twice (`tracking_writer_duplicated`); the
@@ -7,6 +7,8 @@
   flush interval and the pipe).
 - The worker SIGKILLed after a forward: its writer reads the pipe to its end, stores
   every hit it was given and exits (`tracking_worker_kills`).
+- The store held by another transaction for ~3 s while hits keep coming: recording never
+  waits, and afterwards every hit is stored once (`tracking_writer_outages`).
 Each hit carries its own timestamp (a counter clock), so a stored duplicate is visible.
 """
 
@@ -130,3 +132,35 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat", encoding="ascii") as f:
         return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has exited
+
+
+def test_store_locked_under_the_writer_loses_nothing(engine, session, fault_totals) -> None:  # noqa: ANN001
+    """The store held by another transaction (an outage as the writer sees it: SQLite
+    refuses after its busy wait, PostgreSQL blocks) while hits keep coming: requests are
+    never held up, and once the store is free every hit is stored once."""
+    refs = _refs(session)
+    ticks = iter(range(1_000_000))
+    forwarder = HitForwarder(interval=0.02, clock=lambda: BASE + next(ticks) / 1000)
+    n = 0
+    with engine.connect() as blocker:
+        blocker.begin()
+        if engine.dialect.name == "sqlite":  # the write lock: other writers wait for it
+            blocker.exec_driver_sql("UPDATE tracking_hits SET machine = machine WHERE id < 0")
+        else:
+            blocker.exec_driver_sql("LOCK TABLE tracking_hits IN ACCESS EXCLUSIVE MODE")
+        slowest = 0.0
+        for i in range(2000):
+            started = time.monotonic()
+            forwarder.record(refs[i % len(refs)], None, "GET", "browser")
+            slowest = max(slowest, time.monotonic() - started)
+            n += 1
+            if i % 200 == 199:
+                time.sleep(0.3)  # ~3 s of outage in all
+        blocker.rollback()
+    forwarder.close()
+    stored, duplicated = _stored(engine)
+    fault_totals.count("tracking_writer_outages", 1)
+    fault_totals.count("tracking_writer_duplicated", duplicated)
+    fault_totals.inputs += n
+    assert stored == n and duplicated == 0
+    assert slowest < 0.05  # recording never waited for the store
