@@ -164,3 +164,20 @@ def test_store_locked_under_the_writer_loses_nothing(engine, session, fault_tota
     fault_totals.inputs += n
     assert stored == n and duplicated == 0
     assert slowest < 0.05  # recording never waited for the store
+
+
+def test_writer_stores_where_its_worker_resolved(
+    engine, session, store_url, tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    """The writer is given the store its worker resolved, not whatever its own
+    environment would resolve (here: another SQLite file that must stay untouched)."""
+    refs = _refs(session)
+    elsewhere = tmp_path / "elsewhere.db"
+    monkeypatch.setenv("AUTOMAIL_DB_URL", f"sqlite:///{elsewhere}")
+    ticks = iter(range(1000))
+    forwarder = HitForwarder(store_url=lambda: store_url, clock=lambda: BASE + next(ticks))
+    for ref in refs:
+        forwarder.record(ref, None, "GET", "browser")
+    forwarder.close()
+    assert _stored(engine) == (len(refs), 0)
+    assert not elsewhere.exists()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -60,8 +61,12 @@ class HitForwarder(PendingHits[Wire]):
         max_pending: int = 200_000,
         on_first_write: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.time,
+        store_url: Callable[[], str] | None = None,
     ):
         super().__init__(interval, max_pending, on_first_write)
+        # The store this worker resolved is the writer's, whatever the writer's
+        # environment would resolve on its own (an Airflow connection, say).
+        self.store_url = store_url or _resolved_store_url
         self.clock = clock
         self.stats = ForwarderStats()
         self.writer: subprocess.Popen[bytes] | None = None
@@ -108,7 +113,9 @@ class HitForwarder(PendingHits[Wire]):
             )
             self._discard_writer()
         self.writer = subprocess.Popen(
-            [sys.executable, "-m", "automail.tracking.writer_process"], stdin=subprocess.PIPE
+            [sys.executable, "-m", "automail.tracking.writer_process"],
+            stdin=subprocess.PIPE,
+            env={**os.environ, "AUTOMAIL_DB_URL": self.store_url()},
         )
         self.stats.writers_started += 1
         return self.writer
@@ -136,6 +143,12 @@ class HitForwarder(PendingHits[Wire]):
         finally:
             with self._drain_lock:
                 self._discard_writer(timeout)
+
+
+def _resolved_store_url() -> str:
+    from automail.db import resolve_url
+
+    return resolve_url()
 
 
 def _ref(hit: list) -> MailRef:
