@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from html import escape
-from typing import Literal
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
@@ -79,12 +78,11 @@ def _write_now(session: Session, token: str, lock_wait_ms: int) -> str:
 def create_app(
     session_factory: Callable[[], Session] | None = None,
     lock_wait_ms: int = LOCK_WAIT_MS,
-    hit_writer: Literal["process", "thread"] | None = None,
 ) -> FastAPI:
     """The FastAPI app (with the open/click hot path in front, automail.tracking.web); the
     store is reached lazily (plugin import never touches it). Hits are written by a writer
     process on the store of the configuration (the api-server), or by a thread where the
-    caller gives the sessions (tests) — `hit_writer` overrides."""
+    caller gives the sessions (tests)."""
     from automail.tracking.web import PublicApp, mount_tracking  # import cycle: lazily
 
     app = PublicApp(title="Automail unsubscribe", docs_url=None, redoc_url=None, openapi_url=None)
@@ -157,6 +155,7 @@ def create_app(
         token = request.query_params.get("t") or (form.get("t") or [""])[0]
         return await run_in_threadpool(apply, token)  # store work off the event loop
 
-    writer = hit_writer or ("thread" if session_factory is not None else "process")
-    app.state.tracking = mount_tracking(app, sessions, writer)
+    app.state.tracking = mount_tracking(
+        app, sessions, "thread" if session_factory is not None else "process"
+    )
     return app

@@ -16,8 +16,9 @@ cannot and should not step around it.) See bench/tracking.py.
 On the api-server each worker's heap holds ~700k objects of Airflow, FastAPI and
 SQLAlchemy, and a full garbage collection over it took 0.3–1 s under load — every hit in
 flight waited (bench p99 0.5–1.2 s). So the app freezes the heap (`gc.freeze`) once it
-has started and once more when the first hits are written (SQLAlchemy warm); a full
-collection then walks only the objects made since. Cyclic garbage among frozen objects
+has started and once more after its first batch of hits is handed over (the objects its
+first hits brought in: link cache, SQLAlchemy caches); a full collection then walks only
+the objects made since. Cyclic garbage among frozen objects
 is never collected: startup-time objects live as long as the worker anyway.
 """
 
